@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// kvAPI is what the HTTP layer needs from the key-value store.
+type kvAPI interface {
+	Lookup(ctx context.Context, key string) (value []byte, found bool, err error)
+	Put(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) (found bool, err error)
+}
+
+// clusterAPI is what the HTTP layer needs to change the membership.
+type clusterAPI interface {
+	AddMember(ctx context.Context, id uint64, peerURL string) error
+	RemoveMember(ctx context.Context, id uint64) error
+}
+
+// httpKVAPI serves the original raftexample API on root paths:
+//
+//	PUT /{key}       set key (body = value)
+//	GET /{key}       read key
+//	DELETE /{key}    delete key
+//	POST /{id}       add member id (body = peer URL)
+//	DELETE /{id}     remove member id (a decimal ID)
+type httpKVAPI struct {
+	store           kvAPI
+	cluster         clusterAPI
+	requestTimeout  time.Duration
+	maxRequestBytes int64
+	retryAfter      string // seconds, for 503 answers
+	logger          *zap.Logger
+}
+
+func newHTTPKVAPI(store kvAPI, cluster clusterAPI, cfg httpConfig) *httpKVAPI {
+	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
+	return &httpKVAPI{
+		store:           store,
+		cluster:         cluster,
+		requestTimeout:  cfg.RequestTimeout,
+		maxRequestBytes: cfg.MaxRequestBytes,
+		retryAfter:      strconv.Itoa(max(secs, 1)),
+		logger:          cfg.Logger,
+	}
+}
+
+// httpConfig configures the client-facing HTTP API.
+type httpConfig struct {
+	RequestTimeout  time.Duration
+	MaxRequestBytes int64
+	RetryAfter      time.Duration // suggested wait after a 503
+	Logger          *zap.Logger
+}
+
+func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/")
+	ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
+	defer cancel()
+	switch r.Method {
+	case http.MethodPut:
+		h.put(ctx, w, r, key)
+	case http.MethodGet:
+		h.get(ctx, w, key)
+	case http.MethodPost:
+		h.addMember(ctx, w, r, key)
+	case http.MethodDelete:
+		if isDecimal(key) {
+			h.removeMember(ctx, w, key)
+		} else {
+			h.delete(ctx, w, key)
+		}
+	default:
+		w.Header().Set("Allow", "GET, PUT, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+	if key == "" {
+		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+		return
+	}
+	v, err := h.readBody(w, r)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if err := h.store.Put(ctx, key, v); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, key string) {
+	if key == "" {
+		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+		return
+	}
+	v, ok, err := h.store.Lookup(ctx, key)
+	switch {
+	case err != nil:
+		h.fail(w, err)
+	case !ok:
+		http.Error(w, "key not found", http.StatusNotFound)
+	default:
+		w.Write(v)
+	}
+}
+
+func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, key string) {
+	if key == "" {
+		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+		return
+	}
+	found, err := h.store.Delete(ctx, key)
+	switch {
+	case err != nil:
+		h.fail(w, err)
+	case !found:
+		http.Error(w, "key not found", http.StatusNotFound)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (h *httpKVAPI) addMember(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+	id, err := parseMemberID(key)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	body, err := h.readBody(w, r)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if err := h.cluster.AddMember(ctx, id, strings.TrimSpace(string(body))); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *httpKVAPI) removeMember(ctx context.Context, w http.ResponseWriter, key string) {
+	id, err := parseMemberID(key)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if err := h.cluster.RemoveMember(ctx, id); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+var errTooLarge = errors.New("request body too large")
+
+func (h *httpKVAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxRequestBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("%w: limit is %d bytes (--max-request-bytes)", errTooLarge, h.maxRequestBytes)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading body: %v", errInvalid, err)
+	}
+	return b, nil
+}
+
+// fail writes err as a plain-text answer with the status it calls for.
+func (h *httpKVAPI) fail(w http.ResponseWriter, err error) {
+	code := statusFor(err)
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", h.retryAfter)
+	}
+	if code == http.StatusInternalServerError {
+		h.logger.Error("request failed", zap.Error(err))
+	}
+	http.Error(w, err.Error(), code)
+}
+
+// statusFor maps request errors to HTTP status codes (SPEC §8).
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, errInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, errConflict):
+		return http.StatusConflict
+	case errors.Is(err, errNoLeader), errors.Is(err, errStopping), errors.Is(err, errDropped), errors.Is(err, errLeaderLostMid):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, errTimeout):
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func isDecimal(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func parseMemberID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("%w: member ID %q must be a decimal number above 0", errInvalid, s)
+	}
+	return id, nil
+}

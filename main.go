@@ -1,0 +1,205 @@
+// Command raftexample runs one member of a replicated key-value store built
+// on etcd's raft library. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// config is everything the flags set.
+type config struct {
+	raft            raftConfig
+	cluster         string
+	port            int
+	requestTimeout  time.Duration
+	maxRequestBytes int64
+	logLevel        string
+	showVersion     bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("raftexample", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.cluster, "cluster", "http://127.0.0.1:9021", "comma separated cluster peers")
+	fs.Uint64Var(&c.raft.ID, "id", 1, "node ID")
+	fs.IntVar(&c.port, "port", 9121, "key-value server port")
+	fs.BoolVar(&c.raft.Join, "join", false, "join an existing cluster")
+	fs.StringVar(&c.raft.DataDir, "data-dir", ".", "directory holding raftexample-<id> (WAL) and raftexample-<id>-snap")
+	fs.Uint64Var(&c.raft.SnapshotCount, "snapshot-count", 10000, "applied entries between snapshots")
+	fs.Uint64Var(&c.raft.CatchupEntries, "snapshot-catchup-entries", 10000, "entries kept after a snapshot for slow followers")
+	fs.UintVar(&c.raft.MaxSnapshots, "max-snapshots", 5, "snapshot files to keep (0 keeps all)")
+	fs.UintVar(&c.raft.MaxWALs, "max-wals", 5, "WAL files to keep (0 keeps all)")
+	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "longest a request waits for commit")
+	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", 1536*1024, "largest request body accepted")
+	fs.DurationVar(&c.raft.Tick, "tick", 100*time.Millisecond, "raft tick interval")
+	fs.IntVar(&c.raft.ElectionTicks, "election-ticks", 10, "ticks without a leader before an election")
+	fs.IntVar(&c.raft.HeartbeatTicks, "heartbeat-ticks", 1, "ticks between leader heartbeats")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	c.raft.Peers = strings.Split(c.cluster, ",")
+	c.raft.PurgeInterval = 30 * time.Second
+	switch {
+	case c.port < 0 || c.port > 65535:
+		return c, fmt.Errorf("--port %d is not a TCP port", c.port)
+	case c.raft.Tick <= 0:
+		return c, errors.New("--tick must be positive")
+	case c.raft.HeartbeatTicks <= 0 || c.raft.ElectionTicks <= c.raft.HeartbeatTicks:
+		return c, errors.New("--election-ticks must be greater than --heartbeat-ticks, both positive")
+	case c.requestTimeout <= 0:
+		return c, errors.New("--request-timeout must be positive")
+	case c.maxRequestBytes <= 0:
+		return c, errors.New("--max-request-bytes must be positive")
+	case c.raft.SnapshotCount == 0:
+		return c, errors.New("--snapshot-count must be positive")
+	}
+	return c, nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole program; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "raftexample:", err)
+		return 2
+	}
+	if cfg.showVersion {
+		printVersion(stdout)
+		return 0
+	}
+	logger, err := newLogger(cfg.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "raftexample:", err)
+		return 2
+	}
+	defer logger.Sync()
+	cfg.raft.Logger = logger
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, logger); err != nil {
+		if errors.Is(err, errRemoved) {
+			logger.Info("this member was removed from the cluster; exiting")
+			return 0
+		}
+		logger.Error("raftexample failed", zap.Error(err))
+		return 1
+	}
+	logger.Info("stopped cleanly")
+	return 0
+}
+
+// serve runs a member until ctx ends or the member stops by itself.
+func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
+	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.port))
+	if err != nil {
+		return fmt.Errorf("listen for clients: %w", err)
+	}
+	defer ln.Close()
+
+	proposeC := make(chan proposal)
+	confChangeC := make(chan proposal)
+	kvs := newKVStore(logger, cfg.raft.ID, proposeC)
+	rc, err := newRaftNode(cfg.raft, kvs.getSnapshot, proposeC, confChangeC)
+	if err != nil {
+		return err
+	}
+	defer rc.Stop()
+	kvs.start(rc.commitC, rc.leader)
+
+	// Serve nothing older than what this member acknowledged before it stopped.
+	select {
+	case <-kvs.waitApplied(rc.bootCommit):
+	case err := <-rc.errorC:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+
+	api := newHTTPKVAPI(kvs, newMemberAPI(rc, confChangeC), httpConfig{
+		RequestTimeout:  cfg.requestTimeout,
+		MaxRequestBytes: cfg.maxRequestBytes,
+		RetryAfter:      cfg.raft.electionTimeout(),
+		Logger:          logger,
+	})
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(logger)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("serving", zap.Uint64("id", cfg.raft.ID), zap.Int("port", cfg.port),
+		zap.String("peer-url", cfg.raft.Peers[cfg.raft.ID-1]))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down on signal")
+	case runErr = <-rc.errorC:
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve clients: %w", err)
+	}
+	// Let in-flight requests finish (each is bounded by --request-timeout).
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.requestTimeout+time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+	}
+	rc.Stop()
+	if err, ok := <-rc.errorC; ok && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), lvl)
+	return zap.New(core, zap.AddCaller()), nil
+}
+
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "raftexample %s\n", version)
+	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "go.etcd.io/raft/v3" || strings.HasPrefix(m.Path, "go.etcd.io/etcd/") {
+				fmt.Fprintf(w, "%s %s\n", m.Path, m.Version)
+			}
+		}
+	}
+}

@@ -1,0 +1,612 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/etcd/pkg/v3/wait"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
+	stats "go.etcd.io/etcd/server/v3/etcdserver/api/v2stats"
+	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+// errRemoved ends a member whose removal from the cluster was committed.
+var errRemoved = errors.New("this member was removed from the cluster")
+
+// raftConfig configures one raft member. Zero durations and counts are not
+// defaults: main fills every field from flags.
+type raftConfig struct {
+	ID             uint64
+	Peers          []string // --cluster; entry ID-1 is this member's own URL
+	Join           bool
+	DataDir        string
+	SnapshotCount  uint64
+	CatchupEntries uint64
+	MaxSnapshots   uint
+	MaxWALs        uint
+	PurgeInterval  time.Duration
+	Tick           time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+	Logger         *zap.Logger
+
+	// PeerListener, when set, serves raft peers instead of listening on this
+	// member's URL (tests use it to hold a free port without racing).
+	PeerListener net.Listener
+}
+
+// electionTimeout is how long followers wait for a leader before campaigning.
+func (c raftConfig) electionTimeout() time.Duration {
+	return time.Duration(c.ElectionTicks) * c.Tick
+}
+
+// raftNode drives one raft.Node: it proposes what arrives on proposeC and
+// confChangeC, persists each Ready to the WAL and snapshot directory, sends
+// messages with rafthttp, and publishes committed entries on commitC.
+type raftNode struct {
+	cfg         raftConfig
+	logger      *zap.Logger
+	proposeC    <-chan proposal // proposed kv operations
+	confChangeC <-chan proposal // proposed membership changes
+	commitC     chan *commit    // entries committed to the log
+	errorC      chan error      // at most one error, then closed
+
+	waldir  string
+	snapdir string
+
+	getSnapshot func() func() []byte
+
+	// Touched only by the Ready loop goroutine.
+	confState     *raftpb.ConfState
+	snapshotIndex uint64
+	appliedIndex  uint64
+	bootSnapshot  *raftpb.Snapshot // restored first, before any Ready
+
+	applied       atomic.Uint64 // appliedIndex, for other goroutines
+	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
+	lastConfIndex atomic.Uint64 // newest membership change appended to the log
+	snapshotting  atomic.Bool
+	bootCommit    uint64 // commit index found in the WAL at start
+
+	node        raft.Node
+	raftStorage *raft.MemoryStorage
+	wal         *wal.WAL
+	snapshotter *snap.Snapshotter
+	snapMu      sync.Mutex // orders snapshot saves from the loop and the background
+	transport   *rafthttp.Transport
+	peerServer  *http.Server
+	members     *cluster
+	leader      *leaderWatch
+	confWaits   wait.Wait // membership change request ID -> error (nil when applied)
+
+	stopc    chan struct{} // closed to stop
+	stopOnce sync.Once
+	errOnce  sync.Once
+	err      error
+	wg       sync.WaitGroup // goroutines other than the Ready loop
+	done     chan struct{}  // closed when everything has stopped
+}
+
+// newRaftNode opens (or creates) this member's WAL and snapshots, starts raft
+// and the peer transport, and returns once the member is running. Errors
+// that make the data or configuration unusable are returned, not logged.
+func newRaftNode(cfg raftConfig, getSnapshot func() func() []byte, proposeC, confChangeC <-chan proposal) (*raftNode, error) {
+	if cfg.ID == 0 || cfg.ID > uint64(len(cfg.Peers)) {
+		return nil, fmt.Errorf("--id %d has no entry in --cluster (%d URLs)", cfg.ID, len(cfg.Peers))
+	}
+	if _, err := types.NewURLs(cfg.Peers); err != nil {
+		return nil, fmt.Errorf("--cluster: %w", err)
+	}
+	rc := &raftNode{
+		cfg:         cfg,
+		logger:      cfg.Logger,
+		proposeC:    proposeC,
+		confChangeC: confChangeC,
+		commitC:     make(chan *commit),
+		errorC:      make(chan error, 1),
+		waldir:      filepath.Join(cfg.DataDir, fmt.Sprintf("raftexample-%d", cfg.ID)),
+		snapdir:     filepath.Join(cfg.DataDir, fmt.Sprintf("raftexample-%d-snap", cfg.ID)),
+		getSnapshot: getSnapshot,
+		members:     newCluster(),
+		leader:      newLeaderWatch(cfg.electionTimeout()),
+		confWaits:   wait.New(),
+		stopc:       make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	rc.setConfState(&raftpb.ConfState{})
+	if err := rc.startRaft(); err != nil {
+		rc.leader.stop()
+		return nil, err
+	}
+	rc.wg.Add(1)
+	go rc.serveProposals()
+	rc.startPurging()
+	go rc.serveChannels()
+	return rc, nil
+}
+
+func (rc *raftNode) startRaft() error {
+	if err := rc.checkNotRemoved(); err != nil {
+		return err
+	}
+	restart, err := rc.openStorage()
+	if err != nil {
+		return err
+	}
+	c := &raft.Config{
+		ID:                        rc.cfg.ID,
+		ElectionTick:              rc.cfg.ElectionTicks,
+		HeartbeatTick:             rc.cfg.HeartbeatTicks,
+		Storage:                   rc.raftStorage,
+		Applied:                   rc.bootSnapshot.GetMetadata().GetIndex(), // what the snapshot already holds
+		MaxSizePerMsg:             1024 * 1024,
+		MaxInflightMsgs:           256,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		StepDownOnRemoval:         true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		Logger:                    raftLogger{rc.logger.Named("raft").Sugar()},
+	}
+	switch {
+	case restart:
+		rc.node = raft.RestartNode(c)
+	case rc.cfg.Join:
+		rc.node = raft.StartNode(c, nil)
+	default:
+		peers := make([]raft.Peer, len(rc.cfg.Peers))
+		for i, u := range rc.cfg.Peers {
+			peers[i] = raft.Peer{ID: uint64(i + 1), Context: []byte(u)}
+		}
+		rc.node = raft.StartNode(c, peers)
+	}
+	if err := rc.startTransport(); err != nil {
+		rc.node.Stop()
+		rc.wal.Close()
+		return err
+	}
+	return nil
+}
+
+func (rc *raftNode) startTransport() error {
+	rc.transport = &rafthttp.Transport{
+		Logger:      rc.logger,
+		ID:          types.ID(rc.cfg.ID),
+		ClusterID:   0x1000,
+		Raft:        rc,
+		ServerStats: stats.NewServerStats("", ""),
+		LeaderStats: stats.NewLeaderStats(rc.logger, strconv.FormatUint(rc.cfg.ID, 10)),
+		ErrorC:      make(chan error, 1),
+	}
+	if err := rc.transport.Start(); err != nil {
+		return fmt.Errorf("start peer transport: %w", err)
+	}
+	// --cluster names the peers to dial first; members added at run time
+	// come from the snapshot and the log.
+	for i, u := range rc.cfg.Peers {
+		if id := uint64(i + 1); id != rc.cfg.ID && !rc.members.isRemoved(id) {
+			rc.transport.AddPeer(types.ID(id), []string{u})
+		}
+	}
+	rc.syncTransport()
+
+	ln := rc.cfg.PeerListener
+	if ln == nil {
+		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
+		var err error
+		if ln, err = net.Listen("tcp", u.Host); err != nil {
+			rc.transport.Stop()
+			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
+		}
+	}
+	rc.peerServer = &http.Server{Handler: rc.transport.Handler(), ErrorLog: zap.NewStdLog(rc.logger)}
+	sl := wrapStoppable(ln.(*net.TCPListener), rc.stopc)
+	rc.wg.Add(1)
+	go func() {
+		defer rc.wg.Done()
+		if err := rc.peerServer.Serve(sl); !errors.Is(err, errListenerStopped) && !errors.Is(err, http.ErrServerClosed) {
+			rc.fail(fmt.Errorf("serve raft peers: %w", err))
+		}
+	}()
+	return nil
+}
+
+// syncTransport makes the transport's peers match the replicated membership.
+func (rc *raftNode) syncTransport() {
+	members, removed := rc.members.snapshot()
+	for id, u := range members {
+		if id != rc.cfg.ID {
+			rc.transport.AddPeer(types.ID(id), []string{u})
+		}
+	}
+	for _, id := range removed {
+		if rc.transport.Get(types.ID(id)) != nil {
+			rc.transport.RemovePeer(types.ID(id))
+		}
+	}
+}
+
+// serveProposals hands proposals to raft and tells each proposer whether raft
+// took it. Closing proposeC or confChangeC shuts the member down, as in the
+// original raftexample.
+func (rc *raftNode) serveProposals() {
+	defer rc.wg.Done()
+	for rc.proposeC != nil && rc.confChangeC != nil {
+		select {
+		case p, ok := <-rc.proposeC:
+			if !ok {
+				rc.proposeC = nil
+				continue
+			}
+			p.reply(rc.node.Propose(ctxOrTODO(p.ctx), p.data))
+		case p, ok := <-rc.confChangeC:
+			if !ok {
+				rc.confChangeC = nil
+				continue
+			}
+			p.reply(rc.node.ProposeConfChange(ctxOrTODO(p.ctx), p.confChange))
+		case <-rc.stopc:
+			return
+		}
+	}
+	rc.stop()
+}
+
+func ctxOrTODO(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.TODO()
+	}
+	return ctx
+}
+
+// serveChannels is the Ready loop: the one goroutine that talks to raft.Node
+// about time, storage and committed entries.
+func (rc *raftNode) serveChannels() {
+	defer rc.shutdown()
+	if rc.bootSnapshot != nil {
+		if err := rc.publishSnapshot(rc.bootSnapshot); err != nil {
+			rc.fail(err)
+			return
+		}
+		rc.bootSnapshot = nil
+	}
+	ticker := time.NewTicker(rc.cfg.Tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			rc.node.Tick()
+		case rd := <-rc.node.Ready():
+			if err := rc.handleReady(rd); err != nil {
+				rc.fail(err)
+				return
+			}
+		case err := <-rc.transport.ErrorC:
+			rc.fail(fmt.Errorf("peer transport: %w", err))
+			return
+		case <-rc.stopc:
+			return
+		}
+	}
+}
+
+func (rc *raftNode) handleReady(rd raft.Ready) error {
+	if rd.SoftState != nil {
+		rc.leader.set(rd.SoftState.Lead)
+	}
+	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
+	if hasSnap {
+		// The snapshot file goes first: the WAL must never name a snapshot
+		// that is not on disk.
+		if err := rc.saveSnap(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	if err := rc.wal.Save(rd.HardState, rd.Entries); err != nil {
+		return fmt.Errorf("save to WAL %s: %w", rc.waldir, err)
+	}
+	if hasSnap {
+		if err := rc.raftStorage.ApplySnapshot(rd.Snapshot); err != nil {
+			return fmt.Errorf("apply snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
+		}
+		if err := rc.publishSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	if err := rc.raftStorage.Append(rd.Entries); err != nil {
+		return fmt.Errorf("append to raft storage: %w", err)
+	}
+	rc.noteConfChanges(rd.Entries)
+	rc.transport.Send(rc.processMessages(rd.Messages))
+	ents, err := rc.entriesToApply(rd.CommittedEntries)
+	if err != nil {
+		return err
+	}
+	applyDoneC, err := rc.publishEntries(ents)
+	if err != nil {
+		return err
+	}
+	rc.maybeTriggerSnapshot(applyDoneC)
+	rc.node.Advance()
+	return nil
+}
+
+// noteConfChanges remembers the newest membership change in the log, so a
+// second change can be refused while one is still unapplied.
+func (rc *raftNode) noteConfChanges(ents []*raftpb.Entry) {
+	for _, e := range ents {
+		if e.GetType() == raftpb.EntryConfChange {
+			rc.lastConfIndex.Store(e.GetIndex())
+		}
+	}
+}
+
+// processMessages stamps outgoing snapshots with the current ConfState, so a
+// follower restored from one knows the membership it is joining.
+func (rc *raftNode) processMessages(ms []*raftpb.Message) []*raftpb.Message {
+	for i, m := range ms {
+		if m.GetType() == raftpb.MsgSnap && m.Snapshot != nil {
+			s := proto.Clone(m.Snapshot).(*raftpb.Snapshot) // storage owns the original
+			s.Metadata = raftpb.EnsureSnapshotMetadata(s.Metadata)
+			s.Metadata.ConfState = proto.Clone(rc.confState).(*raftpb.ConfState)
+			m = proto.Clone(m).(*raftpb.Message)
+			m.Snapshot = s
+			ms[i] = m
+		}
+	}
+	return ms
+}
+
+func (rc *raftNode) entriesToApply(ents []*raftpb.Entry) ([]*raftpb.Entry, error) {
+	if len(ents) == 0 {
+		return nil, nil
+	}
+	first := ents[0].GetIndex()
+	if first > rc.appliedIndex+1 {
+		return nil, fmt.Errorf("first committed entry %d is beyond applied index %d + 1", first, rc.appliedIndex)
+	}
+	if rc.appliedIndex-first+1 < uint64(len(ents)) {
+		return ents[rc.appliedIndex-first+1:], nil
+	}
+	return nil, nil
+}
+
+// publishEntries applies membership changes to raft and the transport, then
+// hands the batch to the kvstore. It returns a channel closed once the
+// kvstore has applied the batch.
+func (rc *raftNode) publishEntries(ents []*raftpb.Entry) (<-chan struct{}, error) {
+	if len(ents) == 0 {
+		return nil, nil
+	}
+	batch := make([]committedEntry, len(ents))
+	removed := false
+	for i, e := range ents {
+		batch[i].index = e.GetIndex()
+		switch e.GetType() {
+		case raftpb.EntryNormal:
+			batch[i].data = e.Data
+		case raftpb.EntryConfChange:
+			removed = rc.applyConfChange(e) || removed
+		default:
+			rc.logger.Warn("skipping unsupported entry type", zap.Uint64("index", e.GetIndex()), zap.Stringer("type", e.GetType()))
+		}
+	}
+	applyDoneC := make(chan struct{})
+	select {
+	case rc.commitC <- &commit{entries: batch, applyDoneC: applyDoneC}:
+	case <-rc.stopc:
+		return nil, errStopping
+	}
+	rc.appliedIndex = batch[len(batch)-1].index
+	rc.applied.Store(rc.appliedIndex)
+	if removed {
+		select { // let the kvstore finish, so nothing acknowledged is cut short
+		case <-applyDoneC:
+		case <-rc.stopc:
+		}
+		return nil, errRemoved
+	}
+	return applyDoneC, nil
+}
+
+// applyConfChange applies one committed membership change, or skips it the
+// same way on every member when it is invalid. It reports whether the change
+// removed this member.
+func (rc *raftNode) applyConfChange(e *raftpb.Entry) bool {
+	cc := &raftpb.ConfChange{}
+	if err := proto.Unmarshal(e.Data, cc); err != nil {
+		rc.logger.Warn("skipping malformed membership change", zap.Uint64("index", e.GetIndex()), zap.Error(err))
+		return false
+	}
+	err := rc.members.checkApply(cc, rc.confState)
+	if err != nil {
+		rc.logger.Warn("skipping membership change", zap.Uint64("index", e.GetIndex()), zap.Error(err))
+	} else {
+		rc.setConfState(rc.node.ApplyConfChange(cc))
+		rc.members.apply(cc)
+		rc.updateTransport(cc)
+		rc.logger.Info("applied membership change", zap.Uint64("index", e.GetIndex()),
+			zap.Stringer("type", cc.GetType()), zap.Uint64("member", cc.GetNodeId()))
+	}
+	rc.confWaits.Trigger(cc.GetId(), err)
+	return err == nil && cc.GetType() == raftpb.ConfChangeRemoveNode && cc.GetNodeId() == rc.cfg.ID
+}
+
+func (rc *raftNode) updateTransport(cc *raftpb.ConfChange) {
+	id := types.ID(cc.GetNodeId())
+	if cc.GetNodeId() == rc.cfg.ID {
+		return
+	}
+	switch cc.GetType() {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		rc.transport.AddPeer(id, []string{string(cc.GetContext())})
+	case raftpb.ConfChangeRemoveNode:
+		if rc.transport.Get(id) != nil {
+			rc.transport.RemovePeer(id)
+		}
+	}
+}
+
+// publishSnapshot restores the membership and the kvstore from a snapshot
+// that is already saved to disk.
+func (rc *raftNode) publishSnapshot(s *raftpb.Snapshot) error {
+	md := s.GetMetadata()
+	if md.GetIndex() <= rc.appliedIndex && rc.appliedIndex != 0 {
+		return fmt.Errorf("snapshot index %d is not beyond applied index %d", md.GetIndex(), rc.appliedIndex)
+	}
+	state, err := decodeSnapshot(s.GetData())
+	if err != nil {
+		return fmt.Errorf("snapshot %d: %w", md.GetIndex(), err)
+	}
+	rc.setConfState(raftpb.EnsureConfState(proto.Clone(md.GetConfState()).(*raftpb.ConfState)))
+	rc.members.restore(state.Members, state.Removed)
+	if rc.transport != nil {
+		rc.syncTransport()
+	}
+	select {
+	case rc.commitC <- &commit{snapshot: state.KV, snapshotIndex: md.GetIndex(), applyDoneC: make(chan struct{})}:
+	case <-rc.stopc:
+		return errStopping
+	}
+	rc.snapshotIndex = md.GetIndex()
+	rc.appliedIndex = md.GetIndex()
+	rc.applied.Store(rc.appliedIndex)
+	return nil
+}
+
+// maybeTriggerSnapshot snapshots once enough entries have been applied. The
+// state is captured on this goroutine after the kvstore has applied
+// everything published, so the snapshot matches appliedIndex exactly; the
+// slow parts (encoding, writing files) run in the background.
+func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
+	if rc.appliedIndex-rc.snapshotIndex <= rc.cfg.SnapshotCount || rc.snapshotting.Load() {
+		return
+	}
+	if applyDoneC != nil {
+		select {
+		case <-applyDoneC:
+		case <-rc.stopc:
+			return
+		}
+	}
+	encodeKV := rc.getSnapshot()
+	members, removed := rc.members.snapshot()
+	cs := proto.Clone(rc.confState).(*raftpb.ConfState)
+	index := rc.appliedIndex
+	rc.snapshotIndex = index
+	rc.snapshotting.Store(true)
+	rc.wg.Add(1)
+	go func() {
+		defer rc.wg.Done()
+		defer rc.snapshotting.Store(false)
+		data := encodeSnapshot(snapshotState{Members: members, Removed: removed, KV: encodeKV()})
+		if err := rc.createSnapshot(index, cs, data); err != nil {
+			rc.fail(err)
+		}
+	}()
+}
+
+// createSnapshot saves a snapshot of the state at index and compacts the
+// in-memory log, keeping CatchupEntries entries for slow followers.
+func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []byte) error {
+	start := time.Now()
+	s, err := rc.raftStorage.CreateSnapshot(index, cs, data)
+	if errors.Is(err, raft.ErrSnapOutOfDate) {
+		return nil // a newer snapshot from the leader got there first
+	}
+	if err != nil {
+		return fmt.Errorf("create snapshot %d: %w", index, err)
+	}
+	if err := rc.saveSnap(s); err != nil {
+		return err
+	}
+	compactIndex := uint64(1)
+	if index > rc.cfg.CatchupEntries {
+		compactIndex = index - rc.cfg.CatchupEntries
+	}
+	if err := rc.raftStorage.Compact(compactIndex); err != nil && !errors.Is(err, raft.ErrCompacted) {
+		return fmt.Errorf("compact log to %d: %w", compactIndex, err)
+	}
+	rc.logger.Info("saved snapshot", zap.Uint64("index", index), zap.Int("bytes", len(data)),
+		zap.Uint64("compacted-to", compactIndex), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+func (rc *raftNode) setConfState(cs *raftpb.ConfState) {
+	rc.confState = cs
+	rc.sharedConf.Store(cs)
+}
+
+// confStateNow returns the raft configuration as of the last applied entry.
+func (rc *raftNode) confStateNow() *raftpb.ConfState { return rc.sharedConf.Load() }
+
+// fail records the first fatal error and stops the member.
+func (rc *raftNode) fail(err error) {
+	rc.errOnce.Do(func() { rc.err = err })
+	rc.stop()
+}
+
+func (rc *raftNode) stop() { rc.stopOnce.Do(func() { close(rc.stopc) }) }
+
+// Stop shuts the member down and waits until the WAL is closed.
+func (rc *raftNode) Stop() {
+	rc.stop()
+	<-rc.done
+}
+
+// shutdown runs when the Ready loop exits: it stops everything the member
+// started, closes the WAL, and reports the first error on errorC.
+func (rc *raftNode) shutdown() {
+	rc.stop()
+	rc.peerServer.Close()
+	rc.transport.Stop()
+	rc.node.Stop()
+	rc.wg.Wait() // proposer, peer server, purgers, background snapshot
+	rc.leader.stop()
+	if err := rc.wal.Close(); err != nil {
+		rc.errOnce.Do(func() { rc.err = fmt.Errorf("close WAL: %w", err) })
+	}
+	if errors.Is(rc.err, errRemoved) {
+		if err := rc.markRemoved(); err != nil {
+			rc.logger.Error("cannot record removal", zap.Error(err))
+		}
+	}
+	close(rc.commitC)
+	if rc.err != nil {
+		rc.errorC <- rc.err
+	}
+	close(rc.errorC)
+	close(rc.done)
+}
+
+// The rafthttp.Raft interface: how the transport hands messages to raft.
+
+func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
+	return rc.node.Step(ctx, m)
+}
+func (rc *raftNode) IsIDRemoved(id uint64) bool { return rc.members.isRemoved(id) }
+func (rc *raftNode) ReportUnreachable(id uint64) { rc.node.ReportUnreachable(id) }
+func (rc *raftNode) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	rc.node.ReportSnapshot(id, status)
+}
+
+// raftLogger adapts zap to raft.Logger, which spells Warn as Warning.
+type raftLogger struct{ *zap.SugaredLogger }
+
+func (l raftLogger) Warning(v ...any)                 { l.Warn(v...) }
+func (l raftLogger) Warningf(format string, v ...any) { l.Warnf(format, v...) }

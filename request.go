@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Errors a request can end with. The HTTP layer maps each to a status code
+// (see statusFor in httpapi.go).
+var (
+	errInvalid       = errors.New("invalid request")
+	errNotFound      = errors.New("not found")
+	errConflict      = errors.New("conflict")
+	errNoLeader      = errors.New("no leader")
+	errStopping      = errors.New("member is stopping")
+	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
+	errTimeout       = errors.New("request timed out; the write may still apply")
+	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
+)
+
+// proposal asks raftNode to append data (or a membership change) to the raft
+// log. raftNode replies on result once raft has accepted or refused it;
+// acceptance is not commitment: the proposer then waits for the entry to be
+// applied.
+type proposal struct {
+	ctx        context.Context
+	data       []byte
+	confChange *raftpb.ConfChange
+	result     chan<- error // buffered; nil for fire-and-forget proposals
+}
+
+func (p proposal) reply(err error) {
+	if p.result != nil {
+		p.result <- err
+	}
+}
+
+// proposeErr turns raft's answer to a proposal into a request error.
+func proposeErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrProposalDropped):
+		return errDropped
+	case errors.Is(err, raft.ErrStopped):
+		return errStopping
+	case errors.Is(err, context.DeadlineExceeded):
+		return errTimeout
+	default:
+		return fmt.Errorf("propose: %w", err)
+	}
+}
+
+// submit sends p on proposeC and waits for raft's verdict. It gives up when
+// ctx ends or the member stops.
+func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <-chan struct{}) error {
+	result := make(chan error, 1)
+	p.ctx, p.result = ctx, result
+	select {
+	case proposeC <- p:
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-stopped:
+		return errStopping
+	}
+	select {
+	case err := <-result:
+		return proposeErr(err)
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-stopped:
+		return errStopping
+	}
+}
+
+// await waits for the applier to trigger ch. It returns early when the
+// member has had no leader for an election timeout, so clients of a cluster
+// without quorum hear about it quickly rather than at the request timeout.
+func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-chan struct{}) (any, error) {
+	select {
+	case x := <-ch:
+		return x, nil
+	case <-ctx.Done():
+		return nil, ctxErr(ctx)
+	case <-leader.lost():
+		return nil, errLeaderLostMid
+	case <-stopped:
+		return nil, errStopping
+	}
+}
+
+func ctxErr(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return errTimeout
+	}
+	return errStopping // the client went away; nobody reads the answer
+}
+
+// leaderWatch tracks whether this member knows a leader. lost() returns a
+// channel that is closed once the member has been without a leader for the
+// grace period (one election timeout); a new channel replaces it when a
+// leader appears again.
+type leaderWatch struct {
+	grace time.Duration
+
+	mu     sync.Mutex
+	leader uint64
+	lostC  chan struct{}
+	timer  *time.Timer
+}
+
+func newLeaderWatch(grace time.Duration) *leaderWatch {
+	w := &leaderWatch{grace: grace, lostC: make(chan struct{})}
+	w.timer = time.AfterFunc(grace, w.expire)
+	return w
+}
+
+// set records the leader raft reported in a SoftState.
+func (w *leaderWatch) set(leader uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	had := w.leader != raft.None
+	w.leader = leader
+	switch {
+	case leader != raft.None && !had:
+		w.timer.Stop()
+		select {
+		case <-w.lostC:
+			w.lostC = make(chan struct{})
+		default:
+		}
+	case leader == raft.None && had:
+		w.timer.Reset(w.grace)
+	}
+}
+
+func (w *leaderWatch) expire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.leader != raft.None {
+		return
+	}
+	select {
+	case <-w.lostC:
+	default:
+		close(w.lostC)
+	}
+}
+
+func (w *leaderWatch) lost() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lostC
+}
+
+// current returns the leader's ID, or raft.None.
+func (w *leaderWatch) current() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leader
+}
+
+func (w *leaderWatch) stop() { w.timer.Stop() }

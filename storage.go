@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"go.etcd.io/etcd/client/pkg/v3/fileutil"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
+	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+// This file holds raftNode's persistence: the WAL in raftexample-<id> and
+// snapshot files in raftexample-<id>-snap, both written with etcd's packages.
+
+// removedMarker is written next to the data directories once this member's
+// removal is committed; a removed member must not rejoin with its old ID.
+func (rc *raftNode) removedMarker() string {
+	return filepath.Join(rc.cfg.DataDir, fmt.Sprintf("raftexample-%d-removed", rc.cfg.ID))
+}
+
+func (rc *raftNode) checkNotRemoved() error {
+	if fileutil.Exist(rc.removedMarker()) {
+		return fmt.Errorf("member %d was removed from the cluster and cannot start from %s again (%s exists); start a new member with a new ID and an empty data dir",
+			rc.cfg.ID, rc.waldir, rc.removedMarker())
+	}
+	return nil
+}
+
+func (rc *raftNode) markRemoved() error {
+	f, err := os.Create(rc.removedMarker())
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "member %d was removed from the cluster\n", rc.cfg.ID); err != nil {
+		return err
+	}
+	return fileutil.Fsync(f)
+}
+
+// openStorage loads the newest usable snapshot and the WAL after it into
+// raft's MemoryStorage. It reports whether there was state to restart from.
+func (rc *raftNode) openStorage() (restart bool, err error) {
+	lg := rc.logger
+	if err := fileutil.TouchDirAll(lg, rc.snapdir); err != nil {
+		return false, fmt.Errorf("create snapshot dir %s: %w", rc.snapdir, err)
+	}
+	rc.snapshotter = snap.New(lg, rc.snapdir)
+	rc.raftStorage = raft.NewMemoryStorage()
+
+	if !wal.Exist(rc.waldir) {
+		if err := fileutil.TouchDirAll(lg, rc.cfg.DataDir); err != nil {
+			return false, fmt.Errorf("create data dir %s: %w", rc.cfg.DataDir, err)
+		}
+		if rc.wal, err = wal.Create(lg, rc.waldir, nil); err != nil {
+			return false, fmt.Errorf("create WAL %s: %w", rc.waldir, err)
+		}
+		return false, nil
+	}
+
+	snapshot, err := rc.loadSnapshot()
+	if err != nil {
+		return false, err
+	}
+	st, ents, err := rc.openWAL(snapshot)
+	if err != nil {
+		return false, err
+	}
+	if snapshot != nil {
+		if _, err := decodeSnapshot(snapshot.GetData()); err != nil {
+			rc.wal.Close()
+			return false, fmt.Errorf("snapshot %d in %s: %w", snapshot.GetMetadata().GetIndex(), rc.snapdir, err)
+		}
+		if err := rc.raftStorage.ApplySnapshot(snapshot); err != nil {
+			rc.wal.Close()
+			return false, fmt.Errorf("apply snapshot: %w", err)
+		}
+		rc.bootSnapshot = snapshot
+		rc.setConfState(raftpb.EnsureConfState(proto.Clone(snapshot.GetMetadata().GetConfState()).(*raftpb.ConfState)))
+	}
+	rc.raftStorage.SetHardState(st)
+	rc.raftStorage.Append(ents)
+	rc.noteConfChanges(ents)
+	rc.bootCommit = st.GetCommit()
+	// A WAL created by a start that died before writing anything holds no
+	// state at all; bootstrap again rather than restart into an empty cluster.
+	empty := snapshot == nil && len(ents) == 0 && raft.IsEmptyHardState(st)
+	lg.Info("loaded data", zap.String("wal", rc.waldir), zap.Uint64("snapshot-index", snapshot.GetMetadata().GetIndex()),
+		zap.Uint64("commit", rc.bootCommit), zap.Int("wal-entries", len(ents)))
+	return !empty, nil
+}
+
+// loadSnapshot returns the newest snapshot that the WAL also records, or nil.
+// A damaged snapshot file is set aside by the snapshotter and an older one used.
+func (rc *raftNode) loadSnapshot() (*raftpb.Snapshot, error) {
+	walSnaps, err := wal.ValidSnapshotEntries(rc.logger, rc.waldir)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots in WAL %s: %w", rc.waldir, err)
+	}
+	s, err := rc.snapshotter.LoadNewestAvailable(walSnaps)
+	if errors.Is(err, snap.ErrNoSnapshot) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot from %s: %w", rc.snapdir, err)
+	}
+	return s, nil
+}
+
+// openWAL opens the WAL after snapshot and reads it out. A torn last record,
+// left by a crash in the middle of a write, is cut off with wal.Repair.
+func (rc *raftNode) openWAL(snapshot *raftpb.Snapshot) (*raftpb.HardState, []*raftpb.Entry, error) {
+	walsnap := &walpb.Snapshot{Index: proto.Uint64(0), Term: proto.Uint64(0)}
+	if snapshot != nil {
+		walsnap.Index = proto.Uint64(snapshot.GetMetadata().GetIndex())
+		walsnap.Term = proto.Uint64(snapshot.GetMetadata().GetTerm())
+	}
+	repaired := false
+	for {
+		w, err := wal.Open(rc.logger, rc.waldir, walsnap)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open WAL %s: %w", rc.waldir, err)
+		}
+		_, st, ents, err := w.ReadAll()
+		if err == nil {
+			rc.wal = w
+			return st, ents, nil
+		}
+		w.Close()
+		if repaired || !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, nil, fmt.Errorf("read WAL %s: %w", rc.waldir, err)
+		}
+		if !wal.Repair(rc.logger, rc.waldir) {
+			return nil, nil, fmt.Errorf("repair torn WAL %s: %w", rc.waldir, err)
+		}
+		rc.logger.Warn("repaired torn WAL tail", zap.String("wal", rc.waldir))
+		repaired = true
+	}
+}
+
+// saveSnap writes a snapshot file, then records it in the WAL, then lets the
+// WAL release files older than it.
+func (rc *raftNode) saveSnap(s *raftpb.Snapshot) error {
+	rc.snapMu.Lock()
+	defer rc.snapMu.Unlock()
+	md := s.GetMetadata()
+	walSnap := &walpb.Snapshot{
+		Index:     proto.Uint64(md.GetIndex()),
+		Term:      proto.Uint64(md.GetTerm()),
+		ConfState: md.GetConfState(),
+	}
+	if err := rc.snapshotter.SaveSnap(s); err != nil {
+		return fmt.Errorf("save snapshot %d to %s: %w", md.GetIndex(), rc.snapdir, err)
+	}
+	if err := rc.wal.SaveSnapshot(walSnap); err != nil {
+		return fmt.Errorf("record snapshot %d in WAL: %w", md.GetIndex(), err)
+	}
+	if err := rc.wal.ReleaseLockTo(md.GetIndex()); err != nil {
+		return fmt.Errorf("release WAL files before %d: %w", md.GetIndex(), err)
+	}
+	return nil
+}
+
+// startPurging removes old WAL and snapshot files beyond --max-wals and
+// --max-snapshots (0 keeps them all).
+func (rc *raftNode) startPurging() {
+	purge := func(dir, suffix string, max uint) {
+		if max == 0 {
+			return
+		}
+		donec, errc := fileutil.PurgeFileWithDoneNotify(rc.logger, dir, suffix, max, rc.cfg.PurgeInterval, rc.stopc)
+		rc.wg.Add(1)
+		go func() {
+			defer rc.wg.Done()
+			select {
+			case err := <-errc:
+				rc.fail(fmt.Errorf("purge %s files in %s: %w", suffix, dir, err))
+			case <-donec: // stopc was closed
+			}
+		}()
+	}
+	purge(rc.waldir, ".wal", rc.cfg.MaxWALs)
+	purge(rc.snapdir, ".snap", rc.cfg.MaxSnapshots)
+}
