@@ -77,9 +77,9 @@ type raftNode struct {
 	appliedIndex  uint64
 	bootSnapshot  *raftpb.Snapshot // restored first, before any Ready
 
-	applied       atomic.Uint64 // appliedIndex, for other goroutines
+	applied       atomic.Uint64                    // appliedIndex, for other goroutines
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
-	lastConfIndex atomic.Uint64 // newest membership change appended to the log
+	lastConfIndex atomic.Uint64                    // newest membership change appended to the log
 	snapshotting  atomic.Bool
 	bootCommit    uint64 // commit index found in the WAL at start
 
@@ -599,7 +599,7 @@ func (rc *raftNode) shutdown() {
 func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
 	return rc.node.Step(ctx, m)
 }
-func (rc *raftNode) IsIDRemoved(id uint64) bool { return rc.members.isRemoved(id) }
+func (rc *raftNode) IsIDRemoved(id uint64) bool  { return rc.members.isRemoved(id) }
 func (rc *raftNode) ReportUnreachable(id uint64) { rc.node.ReportUnreachable(id) }
 func (rc *raftNode) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 	rc.node.ReportSnapshot(id, status)
