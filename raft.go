@@ -164,10 +164,10 @@ func (rc *raftNode) startRaft() error {
 		Logger:                    raftLogger{rc.logger.Named("raft").Sugar()},
 	}
 	switch {
-	case restart:
+	case restart, rc.cfg.Join:
+		// A joining member starts empty and learns the membership from the
+		// leader's log or snapshot.
 		rc.node = raft.RestartNode(c)
-	case rc.cfg.Join:
-		rc.node = raft.StartNode(c, nil)
 	default:
 		peers := make([]raft.Peer, len(rc.cfg.Peers))
 		for i, u := range rc.cfg.Peers {
@@ -555,9 +555,12 @@ func (rc *raftNode) setConfState(cs *raftpb.ConfState) {
 // confStateNow returns the raft configuration as of the last applied entry.
 func (rc *raftNode) confStateNow() *raftpb.ConfState { return rc.sharedConf.Load() }
 
-// fail records the first fatal error and stops the member.
+// fail records the first fatal error and stops the member. errStopping is
+// not an error: it is how the loops notice a stop already under way.
 func (rc *raftNode) fail(err error) {
-	rc.errOnce.Do(func() { rc.err = err })
+	if !errors.Is(err, errStopping) {
+		rc.errOnce.Do(func() { rc.err = err })
+	}
 	rc.stop()
 }
 

@@ -80,18 +80,35 @@ func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <
 }
 
 // await waits for the applier to trigger ch. It returns early when the
-// member has had no leader for an election timeout, so clients of a cluster
-// without quorum hear about it quickly rather than at the request timeout.
+// member has had no leader for an election timeout while the request waited,
+// so clients of a cluster without quorum hear about it quickly rather than
+// at the request timeout.
 func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-chan struct{}) (any, error) {
-	select {
-	case x := <-ch:
-		return x, nil
-	case <-ctx.Done():
-		return nil, ctxErr(ctx)
-	case <-leader.lost():
-		return nil, errLeaderLostMid
-	case <-stopped:
-		return nil, errStopping
+	start := time.Now()
+	for {
+		lost := leader.lost()
+		var recheck <-chan time.Time
+		if young := leader.grace - time.Since(start); young > 0 {
+			// A leaderless spell that began before this request is not the
+			// request's to report yet: raft may have accepted it as leader a
+			// moment before the Ready loop announced the new leader.
+			t := time.NewTimer(young)
+			defer t.Stop()
+			lost, recheck = nil, t.C
+		}
+		select {
+		case x := <-ch:
+			return x, nil
+		case <-ctx.Done():
+			return nil, ctxErr(ctx)
+		case <-stopped:
+			return nil, errStopping
+		case <-recheck:
+		case <-lost:
+			if leader.current() == raft.None {
+				return nil, errLeaderLostMid
+			}
+		}
 	}
 }
 

@@ -50,6 +50,9 @@ func (rc *raftNode) markRemoved() error {
 // raft's MemoryStorage. It reports whether there was state to restart from.
 func (rc *raftNode) openStorage() (restart bool, err error) {
 	lg := rc.logger
+	if err := os.MkdirAll(rc.cfg.DataDir, 0o755); err != nil {
+		return false, fmt.Errorf("create data dir %s: %w", rc.cfg.DataDir, err)
+	}
 	if err := fileutil.TouchDirAll(lg, rc.snapdir); err != nil {
 		return false, fmt.Errorf("create snapshot dir %s: %w", rc.snapdir, err)
 	}
@@ -57,9 +60,6 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	rc.raftStorage = raft.NewMemoryStorage()
 
 	if !wal.Exist(rc.waldir) {
-		if err := fileutil.TouchDirAll(lg, rc.cfg.DataDir); err != nil {
-			return false, fmt.Errorf("create data dir %s: %w", rc.cfg.DataDir, err)
-		}
 		if rc.wal, err = wal.Create(lg, rc.waldir, nil); err != nil {
 			return false, fmt.Errorf("create WAL %s: %w", rc.waldir, err)
 		}

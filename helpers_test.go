@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// eventually calls f until it returns nil or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// freeListeners binds n loopback listeners on ports the kernel picks.
+func freeListeners(t testing.TB, n int) ([]net.Listener, []string) {
+	t.Helper()
+	lns := make([]net.Listener, n)
+	urls := make([]string, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+		urls[i] = "http://" + ln.Addr().String()
+	}
+	return lns, urls
+}
+
+func testLogger(t testing.TB) *zap.Logger {
+	return zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+}
+
+// testRaftConfig is a fast raft configuration for in-process members.
+func testRaftConfig(t testing.TB, id uint64, peers []string, dir string) raftConfig {
+	return raftConfig{
+		ID:             id,
+		Peers:          peers,
+		DataDir:        dir,
+		SnapshotCount:  10000,
+		CatchupEntries: 10000,
+		MaxSnapshots:   5,
+		MaxWALs:        5,
+		PurgeInterval:  time.Second,
+		Tick:           10 * time.Millisecond,
+		ElectionTicks:  10,
+		HeartbeatTicks: 1,
+		Logger:         testLogger(t),
+	}
+}
+
+// member is one in-process raftexample: raftNode, kvstore and HTTP API,
+// wired the way main wires them.
+type member struct {
+	cfg         raftConfig
+	rc          *raftNode
+	kvs         *kvstore
+	members     *memberAPI
+	proposeC    chan proposal
+	confChangeC chan proposal
+	srv         *httptest.Server
+}
+
+func startMember(t testing.TB, cfg raftConfig) *member {
+	t.Helper()
+	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal)}
+	m.kvs = newKVStore(cfg.Logger, cfg.ID, m.proposeC)
+	rc, err := newRaftNode(cfg, m.kvs.getSnapshot, m.proposeC, m.confChangeC)
+	if err != nil {
+		t.Fatalf("start member %d: %v", cfg.ID, err)
+	}
+	m.rc = rc
+	m.kvs.start(rc.commitC, rc.leader)
+	select {
+	case <-m.kvs.waitApplied(rc.bootCommit):
+	case <-time.After(10 * time.Second):
+		t.Fatalf("member %d did not replay its log", cfg.ID)
+	}
+	m.members = newMemberAPI(rc, m.confChangeC)
+	m.srv = httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, httpConfig{
+		RequestTimeout:  3 * time.Second,
+		MaxRequestBytes: 1 << 20,
+		RetryAfter:      time.Second,
+		Logger:          cfg.Logger,
+	}))
+	t.Cleanup(m.stop)
+	return m
+}
+
+// stop shuts the member down; it is safe to call twice.
+func (m *member) stop() {
+	m.srv.Close()
+	m.rc.Stop()
+}
+
+// testCluster is n in-process members with data under one temp dir.
+type testCluster struct {
+	t       testing.TB
+	dir     string
+	peers   []string
+	members []*member
+}
+
+func newTestCluster(t testing.TB, n int, tweak func(*raftConfig)) *testCluster {
+	t.Helper()
+	lns, peers := freeListeners(t, n)
+	c := &testCluster{t: t, dir: t.TempDir(), peers: peers}
+	for i := range n {
+		cfg := testRaftConfig(t, uint64(i+1), peers, c.dir)
+		cfg.PeerListener = lns[i]
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		c.members = append(c.members, startMember(t, cfg))
+	}
+	c.waitLeader()
+	return c
+}
+
+// waitLeader waits until every running member knows the same leader.
+func (c *testCluster) waitLeader() uint64 {
+	c.t.Helper()
+	var lead uint64
+	eventually(c.t, 10*time.Second, func() error {
+		lead = 0
+		for _, m := range c.members {
+			if m == nil {
+				continue
+			}
+			l := m.rc.leader.current()
+			if l == 0 || (lead != 0 && l != lead) {
+				return fmt.Errorf("member %d sees leader %d", m.cfg.ID, l)
+			}
+			lead = l
+		}
+		return nil
+	})
+	return lead
+}
+
+// restart stops member i (0-based) and starts it again on the same data.
+func (c *testCluster) restart(i int) *member {
+	c.t.Helper()
+	old := c.members[i]
+	old.stop()
+	cfg := old.cfg
+	cfg.PeerListener = relisten(c.t, c.peers[i])
+	c.members[i] = startMember(c.t, cfg)
+	c.waitLeader()
+	return c.members[i]
+}
+
+// relisten binds the peer address a stopped member used.
+func relisten(t testing.TB, peerURL string) net.Listener {
+	t.Helper()
+	addr := peerURL[len("http://"):]
+	var ln net.Listener
+	eventually(t, 5*time.Second, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	return ln
+}
+
+func httpDo(t testing.TB, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	return resp.StatusCode, string(b)
+}

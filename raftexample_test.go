@@ -1,0 +1,472 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// rawNode is a raftNode without a kvstore: the test reads commitC itself.
+type rawNode struct {
+	rc          *raftNode
+	proposeC    chan proposal
+	confChangeC chan proposal
+}
+
+func startRawNode(t *testing.T, cfg raftConfig, getSnapshot func() func() []byte) *rawNode {
+	t.Helper()
+	n := &rawNode{proposeC: make(chan proposal), confChangeC: make(chan proposal)}
+	if getSnapshot == nil {
+		getSnapshot = func() func() []byte { return func() []byte { return encodeKV(nil) } }
+	}
+	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.rc = rc
+	t.Cleanup(rc.Stop)
+	return n
+}
+
+// waitClean waits for errorC to close and fails on any error sent on it.
+func waitClean(t *testing.T, rc *raftNode) {
+	t.Helper()
+	select {
+	case err, ok := <-rc.errorC:
+		if ok {
+			t.Fatalf("unexpected error: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("member did not shut down")
+	}
+}
+
+// Feeding every committed entry back in as a new proposal must not stall
+// raft: the Ready loop may never wait on a proposer that waits on it.
+func TestProposeOnCommit(t *testing.T) {
+	lns, peers := freeListeners(t, 3)
+	dir := t.TempDir()
+	nodes := make([]*rawNode, 3)
+	for i := range nodes {
+		cfg := testRaftConfig(t, uint64(i+1), peers, dir)
+		cfg.PeerListener = lns[i]
+		nodes[i] = startRawNode(t, cfg, nil)
+	}
+	const rounds = 100
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each member starts one chain of proposals, then re-proposes
+			// whatever commits until it has seen enough.
+			n.proposeC <- proposal{data: encodeOp(op{Kind: opPut, Key: fmt.Sprintf("k%d", i), Value: []byte("v")})}
+			seen := 0
+			for c := range n.rc.commitC {
+				for _, e := range c.entries {
+					if len(e.data) == 0 {
+						continue
+					}
+					seen++
+					if seen <= rounds {
+						go func(data []byte) {
+							select {
+							case n.proposeC <- proposal{data: data}:
+							case <-n.rc.stopc:
+							}
+						}(e.data)
+					}
+				}
+				close(c.applyDoneC)
+				if seen >= rounds {
+					n.rc.stop()
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("proposals fed back from commits stalled")
+	}
+}
+
+// Closing proposeC before anything was proposed shuts the member down cleanly.
+func TestCloseProposerBeforeReplay(t *testing.T) {
+	lns, peers := freeListeners(t, 1)
+	cfg := testRaftConfig(t, 1, peers, t.TempDir())
+	cfg.PeerListener = lns[0]
+	n := startRawNode(t, cfg, nil)
+	go func() {
+		for c := range n.rc.commitC {
+			close(c.applyDoneC)
+		}
+	}()
+	close(n.proposeC)
+	waitClean(t, n.rc)
+}
+
+// Closing proposeC while commits are still flowing shuts down cleanly.
+func TestCloseProposerInflight(t *testing.T) {
+	lns, peers := freeListeners(t, 1)
+	cfg := testRaftConfig(t, 1, peers, t.TempDir())
+	cfg.PeerListener = lns[0]
+	n := startRawNode(t, cfg, nil)
+	var committed atomic.Int32
+	go func() {
+		for c := range n.rc.commitC {
+			for _, e := range c.entries {
+				if len(e.data) > 0 {
+					committed.Add(1)
+				}
+			}
+			close(c.applyDoneC)
+		}
+	}()
+	for _, k := range []string{"foo", "bar"} {
+		n.proposeC <- proposal{data: encodeOp(op{Kind: opPut, Key: k, Value: []byte(k)})}
+	}
+	eventually(t, 10*time.Second, func() error {
+		if committed.Load() < 2 {
+			return fmt.Errorf("%d of 2 proposals committed", committed.Load())
+		}
+		return nil
+	})
+	close(n.proposeC)
+	waitClean(t, n.rc)
+}
+
+// A PUT answers only after the write is applied, so a GET right after it
+// sees the value without any waiting.
+func TestPutAndGetKeyValue(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	url := c.members[0].srv.URL + "/test-key"
+	if code, body := httpDo(t, http.MethodPut, url, "test-value"); code != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if code, body := httpDo(t, http.MethodGet, url, ""); code != http.StatusOK || body != "test-value" {
+		t.Fatalf("GET: %d %q, want 200 test-value", code, body)
+	}
+}
+
+// Writes through any member of three are visible on the member that
+// answered as soon as it answers.
+func TestPutThroughEveryMember(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	for i, m := range c.members {
+		key := fmt.Sprintf("%s/key-%d", m.srv.URL, i)
+		if code, body := httpDo(t, http.MethodPut, key, "v"); code != http.StatusNoContent {
+			t.Fatalf("PUT via member %d: %d %s", i+1, code, body)
+		}
+		if code, body := httpDo(t, http.MethodGet, key, ""); code != http.StatusOK || body != "v" {
+			t.Fatalf("GET via member %d: %d %q", i+1, code, body)
+		}
+	}
+}
+
+// A fourth member added at run time joins and commits proposals.
+func TestAddNewNode(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lns, urls := freeListeners(t, 1)
+	if code, body := httpDo(t, http.MethodPost, c.members[0].srv.URL+"/4", urls[0]); code != http.StatusNoContent {
+		t.Fatalf("POST /4: %d %s", code, body)
+	}
+	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
+	cfg.Join = true
+	cfg.PeerListener = lns[0]
+	m4 := startMember(t, cfg)
+	if code, body := httpDo(t, http.MethodPut, m4.srv.URL+"/added", "yes"); code != http.StatusNoContent {
+		t.Fatalf("PUT via new member: %d %s", code, body)
+	}
+	if code, body := httpDo(t, http.MethodGet, c.members[1].srv.URL+"/added", ""); code != http.StatusOK && body != "yes" {
+		// Member 2 may lag; wait for it rather than read a linearizable value.
+		eventually(t, 5*time.Second, func() error {
+			if v, ok, _ := c.members[1].kvs.Lookup(t.Context(), "added"); !ok || string(v) != "yes" {
+				return fmt.Errorf("member 2 has %q", v)
+			}
+			return nil
+		})
+	}
+}
+
+// raftNode asks for a snapshot only after the kvstore has applied every
+// entry it was given, so the snapshot matches the index it is saved at.
+func TestSnapshotAfterApply(t *testing.T) {
+	lns, peers := freeListeners(t, 1)
+	cfg := testRaftConfig(t, 1, peers, t.TempDir())
+	cfg.PeerListener = lns[0]
+	cfg.SnapshotCount = 4
+	var pending atomic.Int32 // commits handed out but not yet applied
+	snapshotted := make(chan int32, 16)
+	n := startRawNode(t, cfg, func() func() []byte {
+		snapshotted <- pending.Load()
+		return func() []byte { return encodeKV(nil) }
+	})
+	go func() {
+		for c := range n.rc.commitC {
+			pending.Add(1)
+			time.Sleep(time.Millisecond) // a slow applier widens any race
+			pending.Add(-1)
+			close(c.applyDoneC)
+		}
+	}()
+	go func() {
+		for i := range 20 {
+			select {
+			case n.proposeC <- proposal{data: encodeOp(op{Kind: opPut, Key: fmt.Sprint(i), Value: []byte("v")})}:
+			case <-n.rc.stopc:
+				return
+			}
+		}
+	}()
+	select {
+	case p := <-snapshotted:
+		if p != 0 {
+			t.Fatalf("snapshot taken with %d commits still being applied", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no snapshot taken")
+	}
+}
+
+// The kvstore's snapshot restores to the same keys, values and revisions.
+func TestKVStoreSnapshotRoundTrip(t *testing.T) {
+	s := newKVStore(testLogger(t), 1, nil)
+	s.apply([]committedEntry{
+		{index: 5, data: encodeOp(op{Kind: opPut, Key: "foo", Value: []byte("bar")})},
+		{index: 6, data: encodeOp(op{Kind: opPut, Key: "bin\x00\xff", Value: []byte{0, 1, 2}})},
+		{index: 7, data: encodeOp(op{Kind: opPut, Key: "gone", Value: []byte("x")})},
+		{index: 8, data: encodeOp(op{Kind: opDelete, Key: "gone"})},
+		{index: 9},
+	})
+	data := s.getSnapshot()()
+	r := newKVStore(testLogger(t), 1, nil)
+	if err := r.restore(data, 9); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]kvValue{"foo": {[]byte("bar"), 5}, "bin\x00\xff": {[]byte{0, 1, 2}, 6}}
+	if len(r.kvStore) != len(want) || r.applied != 9 {
+		t.Fatalf("restored %d keys at %d, want %d at 9", len(r.kvStore), r.applied, len(want))
+	}
+	for k, v := range want {
+		got := r.kvStore[k]
+		if !bytes.Equal(got.Value, v.Value) || got.Rev != v.Rev {
+			t.Errorf("key %q: got %q@%d, want %q@%d", k, got.Value, got.Rev, v.Value, v.Rev)
+		}
+	}
+}
+
+// An outgoing snapshot carries the member's current ConfState, and the
+// snapshot held by raft's storage is left untouched.
+func TestProcessMessagesConfState(t *testing.T) {
+	cs := &raftpb.ConfState{Voters: []uint64{2, 6, 8, 10}}
+	rc := &raftNode{}
+	rc.setConfState(cs)
+	stored := &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
+		Index: proto.Uint64(7), ConfState: &raftpb.ConfState{Voters: []uint64{1}},
+	}}
+	snapType := raftpb.MsgSnap
+	out := rc.processMessages([]*raftpb.Message{{Type: &snapType, To: proto.Uint64(2), Snapshot: stored}})
+	if got := out[0].GetSnapshot().GetMetadata().GetConfState(); !proto.Equal(got, cs) {
+		t.Fatalf("outgoing snapshot ConfState = %v, want %v", got, cs)
+	}
+	if got := stored.GetMetadata().GetConfState().GetVoters(); len(got) != 1 {
+		t.Fatalf("stored snapshot was modified: %v", got)
+	}
+}
+
+// Restarting a member several times, with snapshots taken every few
+// entries, keeps every acknowledged write.
+func TestRestartFromSnapshotKeepsData(t *testing.T) {
+	c := newTestCluster(t, 1, func(cfg *raftConfig) { cfg.SnapshotCount = 3; cfg.CatchupEntries = 2 })
+	want := map[string]string{}
+	for round := range 3 {
+		m := c.members[0]
+		for i := range 7 {
+			k, v := fmt.Sprintf("r%d-k%d", round, i), fmt.Sprintf("v%d", i)
+			if code, body := httpDo(t, http.MethodPut, m.srv.URL+"/"+k, v); code != http.StatusNoContent {
+				t.Fatalf("PUT %s: %d %s", k, code, body)
+			}
+			want[k] = v
+		}
+		m = c.restart(0)
+		for k, v := range want {
+			if code, body := httpDo(t, http.MethodGet, m.srv.URL+"/"+k, ""); code != http.StatusOK || body != v {
+				t.Fatalf("after restart %d: GET %s = %d %q, want %q", round+1, k, code, body, v)
+			}
+		}
+	}
+	snaps, _ := filepath.Glob(filepath.Join(c.dir, "raftexample-1-snap", "*.snap"))
+	if len(snaps) == 0 {
+		t.Fatal("no snapshot files were written")
+	}
+}
+
+// On restart, raft hands back only entries after the snapshot, and the
+// snapshot comes first: nothing is applied twice.
+func TestRestartAppliesNothingTwice(t *testing.T) {
+	lns, peers := freeListeners(t, 1)
+	dir := t.TempDir()
+	cfg := testRaftConfig(t, 1, peers, dir)
+	cfg.PeerListener = lns[0]
+	cfg.SnapshotCount = 2
+	m := startMember(t, cfg)
+	for i := range 5 {
+		if err := m.kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, func() error {
+		if snaps, _ := filepath.Glob(filepath.Join(dir, "raftexample-1-snap", "*.snap")); len(snaps) == 0 {
+			return fmt.Errorf("no snapshot yet")
+		}
+		return nil
+	})
+	m.stop()
+
+	cfg.PeerListener = relisten(t, peers[0])
+	n := startRawNode(t, cfg, nil)
+	first := <-n.rc.commitC
+	if first.snapshotIndex == 0 {
+		t.Fatal("first commit after restart is not the snapshot")
+	}
+	close(first.applyDoneC)
+	last := first.snapshotIndex
+	for last < n.rc.bootCommit {
+		c := <-n.rc.commitC
+		for _, e := range c.entries {
+			if e.index <= last {
+				t.Fatalf("entry %d delivered after %d", e.index, last)
+			}
+			last = e.index
+		}
+		close(c.applyDoneC)
+	}
+}
+
+// Members added at run time are remembered in snapshots: a restarted member
+// reconnects to them although its --cluster does not list them.
+func TestRestartRemembersAddedMembers(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.SnapshotCount = 2; cfg.CatchupEntries = 1 })
+	lns, urls := freeListeners(t, 1)
+	if err := c.members[0].members.AddMember(t.Context(), 4, urls[0]); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
+	cfg.Join, cfg.PeerListener, cfg.SnapshotCount = true, lns[0], 2
+	startMember(t, cfg)
+	for i := range 6 { // enough entries for a snapshot that includes member 4
+		if err := c.members[0].kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := c.restart(1)
+	if m.rc.transport.Get(types.ID(4)) == nil {
+		t.Fatal("restarted member does not know member 4")
+	}
+	if err := m.kvs.Put(t.Context(), "after", []byte("restart")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A removed member shuts itself down and refuses to start from its data.
+func TestRemovedMemberStops(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	if code, body := httpDo(t, http.MethodDelete, c.members[0].srv.URL+"/3", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE /3: %d %s", code, body)
+	}
+	m3 := c.members[2]
+	select {
+	case err := <-m3.rc.errorC:
+		if err != errRemoved {
+			t.Fatalf("member 3 stopped with %v, want errRemoved", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("member 3 did not stop")
+	}
+	if _, err := newRaftNode(m3.cfg, m3.kvs.getSnapshot, make(chan proposal), make(chan proposal)); err == nil {
+		t.Fatal("removed member started again")
+	}
+	if code, body := httpDo(t, http.MethodPut, c.members[1].srv.URL+"/still", "works"); code != http.StatusNoContent {
+		t.Fatalf("PUT after removal: %d %s", code, body)
+	}
+	if !c.members[0].rc.IsIDRemoved(3) || c.members[0].rc.IsIDRemoved(2) {
+		t.Fatal("IsIDRemoved does not match the membership")
+	}
+	if code, _ := httpDo(t, http.MethodPost, c.members[0].srv.URL+"/3", "http://127.0.0.1:1"); code != http.StatusConflict {
+		t.Fatalf("re-adding removed ID 3: %d, want 409", code)
+	}
+}
+
+// Entries with bad content that reach the log are skipped by every member,
+// and the cluster keeps working, also after a restart.
+func TestBadEntriesAreSkipped(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	m := c.members[0]
+	bad := [][]byte{{0xff}, {codecVersion, 9, 1, 1, 'k'}, encodeOp(op{Kind: opPut, Key: "x"})[:4]}
+	for _, data := range bad {
+		if err := submit(t.Context(), m.proposeC, proposal{data: data}, m.kvs.stopped); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addType := raftpb.ConfChangeAddNode
+	cc := &raftpb.ConfChange{Type: &addType, NodeId: proto.Uint64(7), Context: []byte("::not a url")}
+	if err := submit(t.Context(), m.confChangeC, proposal{confChange: cc}, m.rc.stopc); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.kvs.Put(t.Context(), "good", []byte("yes")); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range c.members {
+		eventually(t, 5*time.Second, func() error {
+			if v, ok, _ := o.kvs.Lookup(t.Context(), "good"); !ok || string(v) != "yes" {
+				return fmt.Errorf("member %d: good=%q", o.cfg.ID, v)
+			}
+			return nil
+		})
+		if o.kvs.len() != 1 {
+			t.Fatalf("member %d holds %d keys, want 1", o.cfg.ID, o.kvs.len())
+		}
+	}
+	m = c.restart(0)
+	if v, ok, _ := m.kvs.Lookup(t.Context(), "good"); !ok || string(v) != "yes" {
+		t.Fatalf("after restart good=%q", v)
+	}
+}
+
+// Old snapshot files are purged beyond MaxSnapshots.
+func TestPurgeOldSnapshots(t *testing.T) {
+	c := newTestCluster(t, 1, func(cfg *raftConfig) {
+		cfg.SnapshotCount, cfg.CatchupEntries = 1, 1
+		cfg.MaxSnapshots, cfg.PurgeInterval = 2, 10*time.Millisecond
+	})
+	m := c.members[0]
+	snapdir := filepath.Join(c.dir, "raftexample-1-snap")
+	for i := range 20 {
+		if err := m.kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, func() error {
+		snaps, _ := filepath.Glob(filepath.Join(snapdir, "*.snap"))
+		if len(snaps) > 2 || len(snaps) == 0 {
+			return fmt.Errorf("%d snapshot files, want 1 or 2", len(snaps))
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(c.dir, "raftexample-1")); err != nil {
+		t.Fatal(err)
+	}
+}
