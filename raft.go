@@ -131,6 +131,7 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func() []byte, proposeC, con
 	rc.setConfState(&raftpb.ConfState{})
 	if err := rc.startRaft(); err != nil {
 		rc.leader.stop()
+		rc.stop()
 		return nil, err
 	}
 	rc.wg.Add(1)
@@ -205,21 +206,22 @@ func (rc *raftNode) startTransport() error {
 	}
 	rc.syncTransport()
 
-	ln := rc.cfg.PeerListener
-	if ln == nil {
+	var ln *stoppableListener
+	if rc.cfg.PeerListener != nil {
+		ln = wrapStoppable(rc.cfg.PeerListener.(*net.TCPListener), rc.stopc)
+	} else {
 		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
 		var err error
-		if ln, err = net.Listen("tcp", u.Host); err != nil {
+		if ln, err = newStoppableListener(u.Host, rc.stopc); err != nil {
 			rc.transport.Stop()
 			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
 		}
 	}
 	rc.peerServer = &http.Server{Handler: rc.transport.Handler(), ErrorLog: zap.NewStdLog(rc.logger)}
-	sl := wrapStoppable(ln.(*net.TCPListener), rc.stopc)
 	rc.wg.Add(1)
 	go func() {
 		defer rc.wg.Done()
-		if err := rc.peerServer.Serve(sl); !errors.Is(err, errListenerStopped) && !errors.Is(err, http.ErrServerClosed) {
+		if err := rc.peerServer.Serve(ln); !errors.Is(err, errListenerStopped) && !errors.Is(err, http.ErrServerClosed) {
 			rc.fail(fmt.Errorf("serve raft peers: %w", err))
 		}
 	}()

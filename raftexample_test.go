@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -468,5 +470,83 @@ func TestPurgeOldSnapshots(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(c.dir, "raftexample-1")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Without a quorum a write is refused with 503 and Retry-After within a few
+// election timeouts, long before the request timeout.
+func TestNoQuorumAnswersQuickly(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.members[1].stop()
+	c.members[2].stop()
+	req, _ := http.NewRequest(http.MethodPut, c.members[0].srv.URL+"/k", strings.NewReader("v"))
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("PUT without quorum: %d Retry-After=%q after %v", resp.StatusCode, resp.Header.Get("Retry-After"), took)
+	}
+	if limit := 20 * c.members[0].cfg.electionTimeout(); took > limit {
+		t.Fatalf("PUT without quorum took %v, want under %v", took, limit)
+	}
+}
+
+// Stopping a member while requests are in flight answers every one of them
+// and returns; nothing hangs.
+func TestStopWithRequestsInFlight(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	m := c.members[0]
+	var wg sync.WaitGroup
+	codes := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := m.kvs.Put(t.Context(), fmt.Sprint(i), []byte("v"))
+			if err != nil && !errors.Is(err, errStopping) {
+				codes <- err
+			}
+		}()
+	}
+	m.rc.Stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("requests still waiting after Stop")
+	}
+	close(codes)
+	for err := range codes {
+		t.Errorf("in-flight PUT: %v, want success or errStopping", err)
+	}
+}
+
+// Two membership changes at once: raft would silently turn the second into a
+// no-op, so it is refused with a conflict instead.
+func TestConcurrentMembershipChanges(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	_, urls := freeListeners(t, 2)
+	results := make(chan error, 2)
+	for i, u := range urls {
+		go func() { results <- c.members[0].members.AddMember(t.Context(), uint64(4+i), u) }()
+	}
+	var ok, conflict int
+	for range 2 {
+		switch err := <-results; {
+		case err == nil:
+			ok++
+		case errors.Is(err, errConflict):
+			conflict++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if ok < 1 || ok+conflict != 2 {
+		t.Fatalf("%d succeeded, %d conflicted", ok, conflict)
 	}
 }

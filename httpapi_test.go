@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// fakeStore is an in-memory kvAPI and clusterAPI that can be told to fail.
+type fakeStore struct {
+	mu      sync.Mutex
+	kv      map[string]string
+	members map[uint64]string
+	err     error // returned by every call when set
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{kv: map[string]string{}, members: map[uint64]string{1: "http://127.0.0.1:1"}}
+}
+
+func (f *fakeStore) Lookup(_ context.Context, key string) ([]byte, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.kv[key]
+	return []byte(v), ok, f.err
+}
+
+func (f *fakeStore) Put(_ context.Context, key string, value []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.kv[key] = string(value)
+	}
+	return f.err
+}
+
+func (f *fakeStore) Delete(_ context.Context, key string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.kv[key]
+	delete(f.kv, key)
+	return ok, f.err
+}
+
+func (f *fakeStore) AddMember(_ context.Context, id uint64, u string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if err := validatePeerURL(u); err != nil {
+		return err
+	}
+	if _, ok := f.members[id]; ok {
+		return fmt.Errorf("%w: member %d exists", errConflict, id)
+	}
+	f.members[id] = u
+	return nil
+}
+
+func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if _, ok := f.members[id]; !ok {
+		return fmt.Errorf("%w: member %d", errNotFound, id)
+	}
+	delete(f.members, id)
+	return nil
+}
+
+func newTestAPI(t *testing.T, f *fakeStore) *httptest.Server {
+	srv := httptest.NewServer(newHTTPKVAPI(f, f, httpConfig{
+		RequestTimeout: time.Second, MaxRequestBytes: 64, RetryAfter: 1500 * time.Millisecond, Logger: zap.NewNop(),
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestHTTPKeyIsDecodedPathWithoutQuery(t *testing.T) {
+	f := newFakeStore()
+	srv := newTestAPI(t, f)
+	if code, _ := httpDo(t, http.MethodPut, srv.URL+"/my%20key?x=1", "v"); code != http.StatusNoContent {
+		t.Fatalf("PUT: %d", code)
+	}
+	if _, ok := f.kv["my key"]; !ok || len(f.kv) != 1 {
+		t.Fatalf("stored keys %v, want just \"my key\"", f.kv)
+	}
+	if code, body := httpDo(t, http.MethodGet, srv.URL+"/my%20key", ""); code != http.StatusOK || body != "v" {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+}
+
+func TestHTTPDeleteKeyOrMember(t *testing.T) {
+	f := newFakeStore()
+	f.kv["k1"] = "v"
+	srv := newTestAPI(t, f)
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/k1", http.StatusNoContent}, // a key
+		{"/k1", http.StatusNotFound},  // already gone
+		{"/1", http.StatusNoContent},  // member 1
+		{"/1", http.StatusNotFound},   // no such member
+		{"/0", http.StatusBadRequest}, // member IDs start at 1
+		{"/", http.StatusBadRequest},  // empty key
+	} {
+		if code, body := httpDo(t, http.MethodDelete, srv.URL+tc.path, ""); code != tc.want {
+			t.Errorf("DELETE %s: %d %q, want %d", tc.path, code, body, tc.want)
+		}
+	}
+}
+
+func TestHTTPErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, path, body string
+		storeErr                 error
+		want                     int
+		wantText                 string
+	}{
+		{"empty key", http.MethodPut, "/", "v", nil, 400, "empty key"},
+		{"body too large", http.MethodPut, "/k", strings.Repeat("x", 65), nil, 413, "too large"},
+		{"bad member id", http.MethodPost, "/abc", "http://127.0.0.1:2", nil, 400, "member ID"},
+		{"member id 0", http.MethodPost, "/0", "http://127.0.0.1:2", nil, 400, "member ID"},
+		{"malformed peer URL", http.MethodPost, "/2", "not a url", nil, 400, "peer URL"},
+		{"peer URL without port", http.MethodPost, "/2", "http://127.0.0.1", nil, 400, "peer URL"},
+		{"member exists", http.MethodPost, "/1", "http://127.0.0.1:2", nil, 409, "exists"},
+		{"no leader", http.MethodPut, "/k", "v", errNoLeader, 503, "no leader"},
+		{"stopping", http.MethodGet, "/k", "", errStopping, 503, "stopping"},
+		{"dropped", http.MethodPut, "/k", "v", errDropped, 503, "dropped"},
+		{"timeout", http.MethodPut, "/k", "v", errTimeout, 504, "may still apply"},
+		{"leader lost", http.MethodDelete, "/k", "", errLeaderLostMid, 503, "may still apply"},
+		{"other", http.MethodPut, "/k", "v", io.ErrUnexpectedEOF, 500, "unexpected EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeStore()
+			f.err = tc.storeErr
+			srv := newTestAPI(t, f)
+			req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.want || !strings.Contains(string(body), tc.wantText) {
+				t.Fatalf("%s %s: %d %q, want %d containing %q", tc.method, tc.path, resp.StatusCode, body, tc.want, tc.wantText)
+			}
+			if ra := resp.Header.Get("Retry-After"); (tc.want == 503) != (ra != "") {
+				t.Fatalf("Retry-After %q on a %d", ra, tc.want)
+			} else if tc.want == 503 && ra != "2" {
+				t.Fatalf("Retry-After %q, want 2 (1.5s rounded up)", ra)
+			}
+		})
+	}
+}
+
+func TestHTTPMethodNotAllowed(t *testing.T) {
+	srv := newTestAPI(t, newFakeStore())
+	req, _ := http.NewRequest(http.MethodPatch, srv.URL+"/k", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+		t.Fatalf("PATCH: %d Allow=%q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}

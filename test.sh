@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (README.md): vet, staticcheck, then every test
+# with the race detector.
+set -euo pipefail
+cd "$(dirname "$0")"
+STATICCHECK_VERSION=2026.2.2
+echo "== go vet"
+go vet ./...
+echo "== staticcheck $STATICCHECK_VERSION"
+go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
+echo "== go test -race"
+go test -race -timeout 15m "$@" ./...
