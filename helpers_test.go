@@ -65,6 +65,7 @@ func testRaftConfig(t testing.TB, id uint64, peers []string, dir string) raftCon
 		Tick:           10 * time.Millisecond,
 		ElectionTicks:  10,
 		HeartbeatTicks: 1,
+		ReadTimeout:    3 * time.Second,
 		Logger:         testLogger(t),
 	}
 }
@@ -90,7 +91,7 @@ func startMember(t testing.TB, cfg raftConfig) *member {
 		t.Fatalf("start member %d: %v", cfg.ID, err)
 	}
 	m.rc = rc
-	m.kvs.start(rc.commitC, rc.leader)
+	m.kvs.start(rc.commitC, rc)
 	select {
 	case <-m.kvs.waitApplied(rc.bootCommit):
 	case <-time.After(10 * time.Second):

@@ -15,7 +15,7 @@ import (
 
 // kvAPI is what the HTTP layer needs from the key-value store.
 type kvAPI interface {
-	Lookup(ctx context.Context, key string) (value []byte, found bool, err error)
+	Lookup(ctx context.Context, key string, serializable bool) (value []byte, found bool, err error)
 	Put(ctx context.Context, key string, value []byte) error
 	Delete(ctx context.Context, key string) (found bool, err error)
 }
@@ -70,7 +70,7 @@ func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPut:
 		h.put(ctx, w, r, key)
 	case http.MethodGet:
-		h.get(ctx, w, key)
+		h.get(ctx, w, r, key)
 	case http.MethodPost:
 		h.addMember(ctx, w, r, key)
 	case http.MethodDelete:
@@ -102,12 +102,21 @@ func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, key string) {
+func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
 	if key == "" {
 		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
 		return
 	}
-	v, ok, err := h.store.Lookup(ctx, key)
+	var serializable bool
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", "linearizable":
+	case "serializable":
+		serializable = true
+	default:
+		h.fail(w, fmt.Errorf("%w: consistency %q: want linearizable or serializable", errInvalid, c))
+		return
+	}
+	v, ok, err := h.store.Lookup(ctx, key, serializable)
 	switch {
 	case err != nil:
 		h.fail(w, err)

@@ -26,7 +26,7 @@ func newFakeStore() *fakeStore {
 	return &fakeStore{kv: map[string]string{}, members: map[uint64]string{1: "http://127.0.0.1:1"}}
 }
 
-func (f *fakeStore) Lookup(_ context.Context, key string) ([]byte, bool, error) {
+func (f *fakeStore) Lookup(_ context.Context, key string, _ bool) ([]byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v, ok := f.kv[key]
@@ -130,6 +130,7 @@ func TestHTTPErrors(t *testing.T) {
 		wantText                 string
 	}{
 		{"empty key", http.MethodPut, "/", "v", nil, 400, "empty key"},
+		{"bad consistency", http.MethodGet, "/k?consistency=eventual", "", nil, 400, "consistency"},
 		{"body too large", http.MethodPut, "/k", strings.Repeat("x", 65), nil, 413, "too large"},
 		{"bad member id", http.MethodPost, "/abc", "http://127.0.0.1:2", nil, 400, "member ID"},
 		{"member id 0", http.MethodPost, "/0", "http://127.0.0.1:2", nil, 400, "member ID"},

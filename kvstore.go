@@ -16,10 +16,11 @@ import (
 // propose through proposeC and wait until their own entry has been applied
 // here, so a write that returns is committed and visible to the next read.
 type kvstore struct {
-	proposeC chan<- proposal
-	logger   *zap.Logger
-	ids      *idutil.Generator
-	leader   *leaderWatch
+	proposeC  chan<- proposal
+	logger    *zap.Logger
+	ids       *idutil.Generator
+	leader    *leaderWatch
+	readIndex func(context.Context) (uint64, error)
 
 	mu      sync.RWMutex
 	kvStore map[string]kvValue
@@ -64,10 +65,11 @@ func newKVStore(logger *zap.Logger, memberID uint64, proposeC chan<- proposal) *
 	}
 }
 
-// start applies commits until commitC is closed. leader tells writers when
-// waiting is hopeless.
-func (s *kvstore) start(commitC <-chan *commit, leader *leaderWatch) {
-	s.leader = leader
+// start applies commits until commitC is closed. rc tells writers when
+// waiting is hopeless and gives readers their read index.
+func (s *kvstore) start(commitC <-chan *commit, rc *raftNode) {
+	s.leader = rc.leader
+	s.readIndex = rc.readIndex
 	go s.readCommits(commitC)
 }
 
@@ -86,8 +88,23 @@ func (s *kvstore) readCommits(commitC <-chan *commit) {
 	}
 }
 
-// Lookup returns the value of key as of the last applied entry.
-func (s *kvstore) Lookup(_ context.Context, key string) ([]byte, bool, error) {
+// Lookup returns the value of key. A linearizable lookup reflects every
+// write acknowledged before it began; a serializable one answers from this
+// member's state at once and may be stale.
+func (s *kvstore) Lookup(ctx context.Context, key string, serializable bool) ([]byte, bool, error) {
+	if !serializable {
+		index, err := s.readIndex(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		select {
+		case <-s.waitApplied(index):
+		case <-ctx.Done():
+			return nil, false, ctxErr(ctx)
+		case <-s.stopped:
+			return nil, false, errStopping
+		}
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	v, ok := s.kvStore[key]

@@ -64,6 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	c.raft.Peers = strings.Split(c.cluster, ",")
 	c.raft.PurgeInterval = 30 * time.Second
+	c.raft.ReadTimeout = c.requestTimeout
 	switch {
 	case c.port < 0 || c.port > 65535:
 		return c, fmt.Errorf("--port %d is not a TCP port", c.port)
@@ -137,7 +138,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		return err
 	}
 	defer rc.Stop()
-	kvs.start(rc.commitC, rc.leader)
+	kvs.start(rc.commitC, rc)
 
 	// Serve nothing older than what this member acknowledged before it stopped.
 	select {

@@ -43,6 +43,7 @@ type raftConfig struct {
 	Tick           time.Duration
 	ElectionTicks  int
 	HeartbeatTicks int
+	ReadTimeout    time.Duration // longest a ReadIndex round may take
 	Logger         *zap.Logger
 
 	// PeerListener, when set, serves raft peers instead of listening on this
@@ -93,6 +94,7 @@ type raftNode struct {
 	members     *cluster
 	leader      *leaderWatch
 	confWaits   wait.Wait // membership change request ID -> error (nil when applied)
+	reads       *readIndexer
 
 	stopc    chan struct{} // closed to stop
 	stopOnce sync.Once
@@ -129,13 +131,15 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func() []byte, proposeC, con
 		done:        make(chan struct{}),
 	}
 	rc.setConfState(&raftpb.ConfState{})
+	rc.reads = newReadIndexer(rc, cfg.ReadTimeout)
 	if err := rc.startRaft(); err != nil {
 		rc.leader.stop()
 		rc.stop()
 		return nil, err
 	}
-	rc.wg.Add(1)
+	rc.wg.Add(2)
 	go rc.serveProposals()
+	go rc.reads.run()
 	rc.startPurging()
 	go rc.serveChannels()
 	return rc, nil
@@ -299,7 +303,9 @@ func (rc *raftNode) serveChannels() {
 				return
 			}
 		case err := <-rc.transport.ErrorC:
-			rc.fail(fmt.Errorf("peer transport: %w", err))
+			// rafthttp reports one critical error: peers refuse this member
+			// because its removal was committed while it was away.
+			rc.fail(fmt.Errorf("%w (peers said: %v)", errRemoved, err))
 			return
 		case <-rc.stopc:
 			return
@@ -311,6 +317,7 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	if rd.SoftState != nil {
 		rc.leader.set(rd.SoftState.Lead)
 	}
+	rc.reads.deliver(rd.ReadStates)
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	if hasSnap {
 		// The snapshot file goes first: the WAL must never name a snapshot
@@ -597,6 +604,12 @@ func (rc *raftNode) shutdown() {
 	}
 	close(rc.errorC)
 	close(rc.done)
+}
+
+// readIndex returns an index that, once applied here, makes a local read
+// linearizable (see read.go).
+func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
+	return rc.reads.readIndex(ctx)
 }
 
 // The rafthttp.Raft interface: how the transport hands messages to raft.

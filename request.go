@@ -20,7 +20,7 @@ var (
 	errNoLeader      = errors.New("no leader")
 	errStopping      = errors.New("member is stopping")
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
-	errTimeout       = errors.New("request timed out; the write may still apply")
+	errTimeout       = errors.New("request timed out (a write may still apply)")
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
 )
 
