@@ -138,21 +138,27 @@ func newTestCluster(t testing.TB, n int, tweak func(*raftConfig)) *testCluster {
 	return c
 }
 
-// waitLeader waits until every running member knows the same leader.
+// waitLeader waits until every running member knows the same leader, and
+// that leader is one of them.
 func (c *testCluster) waitLeader() uint64 {
 	c.t.Helper()
 	var lead uint64
 	eventually(c.t, 10*time.Second, func() error {
 		lead = 0
+		running := map[uint64]bool{}
 		for _, m := range c.members {
 			if m == nil {
 				continue
 			}
+			running[m.cfg.ID] = true
 			l := m.rc.leader.current()
 			if l == 0 || (lead != 0 && l != lead) {
 				return fmt.Errorf("member %d sees leader %d", m.cfg.ID, l)
 			}
 			lead = l
+		}
+		if !running[lead] {
+			return fmt.Errorf("leader %d is not running", lead)
 		}
 		return nil
 	})

@@ -396,6 +396,10 @@ func TestRemovedMemberStops(t *testing.T) {
 	if _, err := newRaftNode(m3.cfg, m3.kvs.getSnapshot, make(chan proposal), make(chan proposal)); err == nil {
 		t.Fatal("removed member started again")
 	}
+	// If member 3 led, proposals forwarded to it were lost: wait for the
+	// survivors to elect a leader of their own.
+	c.members[2] = nil
+	c.waitLeader()
 	if code, body := httpDo(t, http.MethodPut, c.members[1].srv.URL+"/still", "works"); code != http.StatusNoContent {
 		t.Fatalf("PUT after removal: %d %s", code, body)
 	}
