@@ -363,7 +363,7 @@ func TestRestartRemembersAddedMembers(t *testing.T) {
 	}
 	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
 	cfg.Join, cfg.PeerListener, cfg.SnapshotCount = true, lns[0], 2
-	startMember(t, cfg)
+	c.members = append(c.members, startMember(t, cfg))
 	for i := range 6 { // enough entries for a snapshot that includes member 4
 		if err := c.members[0].kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
 			t.Fatal(err)
