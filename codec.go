@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/google/btree"
 )
 
-// The replicated log carries kvstore operations in a small binary format:
-// a format version, an operation kind, the proposer's request ID, then
+// The replicated log carries kvstore requests in a small binary format: a
+// format version, the proposer's request ID, then the operations, each with
 // length-prefixed fields. Keys and values are arbitrary bytes, which a text
 // format such as JSON could not carry without mangling invalid UTF-8.
 const codecVersion = 1
@@ -19,87 +21,188 @@ const (
 	opDelete
 )
 
-// op is one state-machine command. ID lets the proposing member find the
-// request that waits for it; other members ignore it.
+func (k opKind) String() string {
+	if k == opPut {
+		return "put"
+	}
+	return "delete"
+}
+
+// condKind is a precondition an operation needs to apply, checked against the
+// state at the moment its entry is applied.
+type condKind byte
+
+const (
+	condNone   condKind = iota
+	condRev             // the key exists with revision CondRev (If-Match)
+	condAbsent          // the key does not exist (If-None-Match: *)
+	condExists          // the key exists (If-Match: *)
+)
+
+// op is one change to one key.
 type op struct {
-	Kind  opKind
-	ID    uint64
-	Key   string
-	Value []byte
+	Kind    opKind
+	Key     string
+	Value   []byte
+	Cond    condKind
+	CondRev uint64
+}
+
+// request is the payload of one raft entry: operations applied atomically,
+// all or none. ID lets the proposing member find the caller waiting for it;
+// other members ignore it.
+type request struct {
+	ID  uint64
+	Ops []op
 }
 
 var errCorrupt = errors.New("malformed data")
 
-func encodeOp(o op) []byte {
-	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(o.Key)+len(o.Value))
-	b = append(b, codecVersion, byte(o.Kind))
-	b = binary.AppendUvarint(b, o.ID)
-	b = appendBytes(b, []byte(o.Key))
-	if o.Kind == opPut {
-		b = appendBytes(b, o.Value)
+func encodeRequest(r request) []byte {
+	size := 1 + 2*binary.MaxVarintLen64
+	for _, o := range r.Ops {
+		size += 2 + 3*binary.MaxVarintLen64 + len(o.Key) + len(o.Value)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, codecVersion)
+	b = binary.AppendUvarint(b, r.ID)
+	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
+	for _, o := range r.Ops {
+		b = append(b, byte(o.Kind), byte(o.Cond))
+		if o.Cond == condRev {
+			b = binary.AppendUvarint(b, o.CondRev)
+		}
+		b = appendBytes(b, []byte(o.Key))
+		if o.Kind == opPut {
+			b = appendBytes(b, o.Value)
+		}
 	}
 	return b
 }
 
-func decodeOp(data []byte) (op, error) {
+func decodeRequest(data []byte) (request, error) {
 	d := decoder{buf: data}
 	if v := d.byte(); v != codecVersion {
-		return op{}, fmt.Errorf("decode op: %w: version %d", errCorrupt, v)
+		return request{}, fmt.Errorf("decode request: %w: version %d", errCorrupt, v)
 	}
-	o := op{Kind: opKind(d.byte()), ID: d.uvarint(), Key: string(d.bytes())}
-	switch o.Kind {
-	case opPut:
-		o.Value = d.bytes()
-	case opDelete:
-	default:
-		return op{}, fmt.Errorf("decode op: %w: kind %d", errCorrupt, o.Kind)
+	r := request{ID: d.uvarint()}
+	n := d.count()
+	if n == 0 && d.err == nil {
+		return request{}, fmt.Errorf("decode request: %w: no operations", errCorrupt)
+	}
+	r.Ops = make([]op, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		o, err := decodeOneOp(&d)
+		if err != nil {
+			return request{}, fmt.Errorf("decode request: op %d: %w", i, err)
+		}
+		r.Ops = append(r.Ops, o)
 	}
 	if err := d.finish(); err != nil {
-		return op{}, fmt.Errorf("decode op: %w", err)
+		return request{}, fmt.Errorf("decode request: %w", err)
 	}
-	if o.Key == "" {
-		return op{}, fmt.Errorf("decode op: %w: empty key", errCorrupt)
+	return r, nil
+}
+
+func decodeOneOp(d *decoder) (op, error) {
+	o := op{Kind: opKind(d.byte()), Cond: condKind(d.byte())}
+	if o.Cond == condRev {
+		o.CondRev = d.uvarint()
+	}
+	o.Key = string(d.bytes())
+	if o.Kind == opPut {
+		o.Value = d.bytes()
+	}
+	switch {
+	case d.err != nil:
+		return op{}, d.err
+	case o.Kind != opPut && o.Kind != opDelete:
+		return op{}, fmt.Errorf("%w: kind %d", errCorrupt, o.Kind)
+	case o.Cond > condExists:
+		return op{}, fmt.Errorf("%w: condition %d", errCorrupt, o.Cond)
+	case o.Key == "":
+		return op{}, fmt.Errorf("%w: empty key", errCorrupt)
 	}
 	return o, nil
 }
 
-// kvValue is a stored value with the raft index of the entry that wrote it.
-type kvValue struct {
+// kvItem is a stored key with its value and the raft index (revision) of
+// the entry that last wrote it.
+type kvItem struct {
+	Key   string
 	Value []byte
 	Rev   uint64
 }
 
-func encodeKV(m map[string]kvValue) []byte {
-	size := 1 + binary.MaxVarintLen64
-	for k, v := range m {
-		size += len(k) + len(v.Value) + 3*binary.MaxVarintLen64
-	}
+// event is one applied change, as watchers see it.
+type event struct {
+	Type  opKind
+	Key   string
+	Value []byte
+	Rev   uint64
+}
+
+// kvState is everything the kvstore keeps in a snapshot: the keys in order,
+// and the recent history that watchers may resume from. History holds every
+// event with a revision above HistStart.
+type kvState struct {
+	Items     *btree.BTreeG[kvItem]
+	HistStart uint64
+	History   []event
+}
+
+func encodeKV(s kvState) []byte {
+	size := 1 + 3*binary.MaxVarintLen64
+	s.Items.Ascend(func(it kvItem) bool {
+		size += len(it.Key) + len(it.Value) + 3*binary.MaxVarintLen64
+		return true
+	})
 	b := make([]byte, 0, size)
 	b = append(b, codecVersion)
-	b = binary.AppendUvarint(b, uint64(len(m)))
-	for k, v := range m {
-		b = appendBytes(b, []byte(k))
-		b = binary.AppendUvarint(b, v.Rev)
-		b = appendBytes(b, v.Value)
+	b = binary.AppendUvarint(b, uint64(s.Items.Len()))
+	s.Items.Ascend(func(it kvItem) bool {
+		b = appendBytes(b, []byte(it.Key))
+		b = binary.AppendUvarint(b, it.Rev)
+		b = appendBytes(b, it.Value)
+		return true
+	})
+	b = binary.AppendUvarint(b, s.HistStart)
+	b = binary.AppendUvarint(b, uint64(len(s.History)))
+	for _, e := range s.History {
+		b = append(b, byte(e.Type))
+		b = appendBytes(b, []byte(e.Key))
+		b = binary.AppendUvarint(b, e.Rev)
+		b = appendBytes(b, e.Value)
 	}
 	return b
 }
 
-func decodeKV(data []byte) (map[string]kvValue, error) {
+func decodeKV(data []byte) (kvState, error) {
 	d := decoder{buf: data}
 	if v := d.byte(); v != codecVersion {
-		return nil, fmt.Errorf("decode kv snapshot: %w: version %d", errCorrupt, v)
+		return kvState{}, fmt.Errorf("decode kv snapshot: %w: version %d", errCorrupt, v)
 	}
+	s := kvState{Items: newKVTree()}
 	n := d.count()
-	m := make(map[string]kvValue, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		k := string(d.bytes())
-		m[k] = kvValue{Rev: d.uvarint(), Value: d.bytes()}
+		it := kvItem{Key: string(d.bytes()), Rev: d.uvarint(), Value: d.bytes()}
+		s.Items.ReplaceOrInsert(it)
+	}
+	s.HistStart = d.uvarint()
+	n = d.count()
+	s.History = make([]event, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		e := event{Type: opKind(d.byte()), Key: string(d.bytes()), Rev: d.uvarint(), Value: d.bytes()}
+		s.History = append(s.History, e)
 	}
 	if err := d.finish(); err != nil {
-		return nil, fmt.Errorf("decode kv snapshot: %w", err)
+		return kvState{}, fmt.Errorf("decode kv snapshot: %w", err)
 	}
-	return m, nil
+	return s, nil
+}
+
+func newKVTree() *btree.BTreeG[kvItem] {
+	return btree.NewG(32, func(a, b kvItem) bool { return a.Key < b.Key })
 }
 
 // snapshotState is what a raft snapshot holds: the membership known at the

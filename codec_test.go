@@ -3,57 +3,84 @@ package main
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"testing"
 )
 
-func TestOpRoundTrip(t *testing.T) {
-	for _, o := range []op{
-		{Kind: opPut, ID: 1<<63 + 5, Key: "k", Value: []byte("v")},
-		{Kind: opPut, ID: 0, Key: "bin\x00\xff", Value: nil},
-		{Kind: opDelete, ID: 42, Key: "gone"},
-	} {
-		got, err := decodeOp(encodeOp(o))
-		if err != nil {
-			t.Fatalf("%+v: %v", o, err)
-		}
-		if got.Kind != o.Kind || got.ID != o.ID || got.Key != o.Key || !bytes.Equal(got.Value, o.Value) {
-			t.Fatalf("round trip %+v -> %+v", o, got)
-		}
+func TestRequestRoundTrip(t *testing.T) {
+	r := request{ID: 1<<63 + 5, Ops: []op{
+		{Kind: opPut, Key: "k", Value: []byte("v")},
+		{Kind: opPut, Key: "bin\x00\xff", Value: []byte{}, Cond: condRev, CondRev: 300},
+		{Kind: opDelete, Key: "gone", Cond: condExists},
+		{Kind: opPut, Key: "new", Value: []byte("x"), Cond: condAbsent},
+	}}
+	got, err := decodeRequest(encodeRequest(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, r) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, r)
 	}
 }
 
 // Every prefix and every single-byte corruption of a valid entry decodes to
-// an error or a valid op, never a panic; truncations are always errors.
-func TestDecodeOpRejectsDamage(t *testing.T) {
-	valid := encodeOp(op{Kind: opPut, ID: 7, Key: "key", Value: []byte("value")})
+// an error or a valid request, never a panic; truncations are always errors.
+func TestDecodeRequestRejectsDamage(t *testing.T) {
+	valid := encodeRequest(request{ID: 7, Ops: []op{
+		{Kind: opPut, Key: "key", Value: []byte("value"), Cond: condRev, CondRev: 3},
+		{Kind: opDelete, Key: "other"},
+	}})
 	for i := range valid {
-		if _, err := decodeOp(valid[:i]); !errors.Is(err, errCorrupt) {
+		if _, err := decodeRequest(valid[:i]); !errors.Is(err, errCorrupt) {
 			t.Fatalf("prefix of %d bytes: err = %v, want errCorrupt", i, err)
 		}
 		damaged := bytes.Clone(valid)
 		damaged[i] ^= 0xff
-		decodeOp(damaged)
+		decodeRequest(damaged)
 	}
-	if _, err := decodeOp(append(bytes.Clone(valid), 0)); !errors.Is(err, errCorrupt) {
-		t.Fatalf("trailing byte: err = %v", err)
-	}
-	if _, err := decodeOp(encodeOp(op{Kind: opPut, Key: ""})); err == nil {
-		t.Fatal("empty key accepted")
+	for name, data := range map[string][]byte{
+		"trailing byte": append(bytes.Clone(valid), 0),
+		"empty key":     encodeRequest(request{Ops: []op{{Kind: opPut, Key: ""}}}),
+		"no ops":        encodeRequest(request{ID: 1}),
+		"unknown kind":  encodeRequest(request{Ops: []op{{Kind: 9, Key: "k"}}}),
+		"unknown cond":  encodeRequest(request{Ops: []op{{Kind: opDelete, Key: "k", Cond: 9}}}),
+	} {
+		if _, err := decodeRequest(data); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: err = %v, want errCorrupt", name, err)
+		}
 	}
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
+	items := newKVTree()
+	items.ReplaceOrInsert(kvItem{Key: "k", Value: []byte("v"), Rev: 9})
+	items.ReplaceOrInsert(kvItem{Key: "a", Value: []byte{}, Rev: 4})
+	kv := kvState{Items: items, HistStart: 3, History: []event{
+		{Type: opPut, Key: "a", Value: []byte{}, Rev: 4},
+		{Type: opDelete, Key: "b", Value: []byte{}, Rev: 5},
+		{Type: opPut, Key: "k", Value: []byte("v"), Rev: 9},
+	}}
 	s := snapshotState{
 		Members: map[uint64]string{1: "http://a:1", 4: "http://b:2"},
 		Removed: []uint64{2, 3},
-		KV:      encodeKV(map[string]kvValue{"k": {Value: []byte("v"), Rev: 9}}),
+		KV:      encodeKV(kv),
 	}
 	got, err := decodeSnapshot(encodeSnapshot(s))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Members) != 2 || got.Members[4] != "http://b:2" || len(got.Removed) != 2 || !bytes.Equal(got.KV, s.KV) {
+	if !reflect.DeepEqual(got.Members, s.Members) || !reflect.DeepEqual(got.Removed, s.Removed) || !bytes.Equal(got.KV, s.KV) {
 		t.Fatalf("round trip: %+v", got)
+	}
+	gotKV, err := decodeKV(got.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []kvItem
+	gotKV.Items.Ascend(func(it kvItem) bool { keys = append(keys, it); return true })
+	want := []kvItem{{"a", []byte{}, 4}, {"k", []byte("v"), 9}}
+	if !reflect.DeepEqual(keys, want) || gotKV.HistStart != 3 || !reflect.DeepEqual(gotKV.History, kv.History) {
+		t.Fatalf("kv round trip: %+v start %d history %+v", keys, gotKV.HistStart, gotKV.History)
 	}
 	enc := encodeSnapshot(s)
 	for i := range enc {

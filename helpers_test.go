@@ -85,7 +85,7 @@ type member struct {
 func startMember(t testing.TB, cfg raftConfig) *member {
 	t.Helper()
 	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal)}
-	m.kvs = newKVStore(cfg.Logger, cfg.ID, m.proposeC)
+	m.kvs = newKVStore(cfg.Logger, cfg.ID, 1000, m.proposeC)
 	rc, err := newRaftNode(cfg, m.kvs.getSnapshot, m.proposeC, m.confChangeC)
 	if err != nil {
 		t.Fatalf("start member %d: %v", cfg.ID, err)
@@ -102,6 +102,7 @@ func startMember(t testing.TB, cfg raftConfig) *member {
 		RequestTimeout:  3 * time.Second,
 		MaxRequestBytes: 1 << 20,
 		RetryAfter:      time.Second,
+		WatchHeartbeat:  50 * time.Millisecond,
 		Logger:          cfg.Logger,
 	}))
 	t.Cleanup(m.stop)
@@ -206,4 +207,9 @@ func httpDo(t testing.TB, method, url, body string) (int, string) {
 		t.Fatalf("%s %s: read body: %v", method, url, err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// putEntry encodes a one-put request as a raft entry's data.
+func putEntry(key string, value []byte) []byte {
+	return encodeRequest(request{Ops: []op{{Kind: opPut, Key: key, Value: value}}})
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,9 +16,11 @@ import (
 
 // kvAPI is what the HTTP layer needs from the key-value store.
 type kvAPI interface {
-	Lookup(ctx context.Context, key string, serializable bool) (value []byte, found bool, err error)
-	Put(ctx context.Context, key string, value []byte) error
-	Delete(ctx context.Context, key string) (found bool, err error)
+	Get(ctx context.Context, key string, serializable bool) (kvItem, bool, error)
+	List(ctx context.Context, prefix, after string, limit int, serializable bool) (items []kvItem, more bool, err error)
+	Txn(ctx context.Context, ops []op) (txnResult, error)
+	Watch(key string, prefix bool, afterRev uint64, resume bool) (*watcher, []event, error)
+	Unwatch(w *watcher)
 }
 
 // clusterAPI is what the HTTP layer needs to change the membership.
@@ -39,7 +42,10 @@ type httpKVAPI struct {
 	requestTimeout  time.Duration
 	maxRequestBytes int64
 	retryAfter      string // seconds, for 503 answers
+	heartbeat       time.Duration
 	logger          *zap.Logger
+	closing         chan struct{} // closed on shutdown to end watch streams
+	closeOnce       sync.Once
 }
 
 func newHTTPKVAPI(store kvAPI, cluster clusterAPI, cfg httpConfig) *httpKVAPI {
@@ -50,7 +56,9 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, cfg httpConfig) *httpKVAPI {
 		requestTimeout:  cfg.RequestTimeout,
 		maxRequestBytes: cfg.MaxRequestBytes,
 		retryAfter:      strconv.Itoa(max(secs, 1)),
+		heartbeat:       cfg.WatchHeartbeat,
 		logger:          cfg.Logger,
+		closing:         make(chan struct{}),
 	}
 }
 
@@ -59,10 +67,24 @@ type httpConfig struct {
 	RequestTimeout  time.Duration
 	MaxRequestBytes int64
 	RetryAfter      time.Duration // suggested wait after a 503
+	WatchHeartbeat  time.Duration // comment lines keeping idle watch streams open
 	Logger          *zap.Logger
 }
 
+// closeStreams ends long-lived responses (watches) so a graceful shutdown
+// does not wait for them; register it with http.Server.RegisterOnShutdown.
+func (h *httpKVAPI) closeStreams() { h.closeOnce.Do(func() { close(h.closing) }) }
+
 func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/") {
+		h.serveV1(w, r)
+		return
+	}
+	h.serveRoot(w, r)
+}
+
+// serveRoot serves the original API, with plain-text errors as it had.
+func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 	key := strings.TrimPrefix(r.URL.Path, "/")
 	ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
 	defer cancel()
@@ -95,7 +117,7 @@ func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		h.fail(w, err)
 		return
 	}
-	if err := h.store.Put(ctx, key, v); err != nil {
+	if _, err := h.store.Txn(ctx, []op{{Kind: opPut, Key: key, Value: v}}); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -107,23 +129,31 @@ func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
 		return
 	}
-	var serializable bool
-	switch c := r.URL.Query().Get("consistency"); c {
-	case "", "linearizable":
-	case "serializable":
-		serializable = true
-	default:
-		h.fail(w, fmt.Errorf("%w: consistency %q: want linearizable or serializable", errInvalid, c))
+	serializable, err := parseConsistency(r)
+	if err != nil {
+		h.fail(w, err)
 		return
 	}
-	v, ok, err := h.store.Lookup(ctx, key, serializable)
+	it, ok, err := h.store.Get(ctx, key, serializable)
 	switch {
 	case err != nil:
 		h.fail(w, err)
 	case !ok:
 		http.Error(w, "key not found", http.StatusNotFound)
 	default:
-		w.Write(v)
+		w.Write(it.Value)
+	}
+}
+
+// parseConsistency reads ?consistency=linearizable|serializable.
+func parseConsistency(r *http.Request) (serializable bool, err error) {
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", "linearizable":
+		return false, nil
+	case "serializable":
+		return true, nil
+	default:
+		return false, fmt.Errorf("%w: consistency %q: want linearizable or serializable", errInvalid, c)
 	}
 }
 
@@ -132,11 +162,11 @@ func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, key strin
 		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
 		return
 	}
-	found, err := h.store.Delete(ctx, key)
+	res, err := h.store.Txn(ctx, []op{{Kind: opDelete, Key: key}})
 	switch {
 	case err != nil:
 		h.fail(w, err)
-	case !found:
+	case !res.Found[0]:
 		http.Error(w, "key not found", http.StatusNotFound)
 	default:
 		w.WriteHeader(http.StatusNoContent)
@@ -190,6 +220,11 @@ func (h *httpKVAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 
 // fail writes err as a plain-text answer with the status it calls for.
 func (h *httpKVAPI) fail(w http.ResponseWriter, err error) {
+	http.Error(w, err.Error(), h.status(w, err))
+}
+
+// status picks the status for err and sets the headers that go with it.
+func (h *httpKVAPI) status(w http.ResponseWriter, err error) int {
 	code := statusFor(err)
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", h.retryAfter)
@@ -197,7 +232,7 @@ func (h *httpKVAPI) fail(w http.ResponseWriter, err error) {
 	if code == http.StatusInternalServerError {
 		h.logger.Error("request failed", zap.Error(err))
 	}
-	http.Error(w, err.Error(), code)
+	return code
 }
 
 // statusFor maps request errors to HTTP status codes (SPEC §8).
@@ -209,6 +244,10 @@ func statusFor(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, errCondition):
+		return http.StatusPreconditionFailed
+	case errors.Is(err, errCompacted):
+		return http.StatusGone
 	case errors.Is(err, errConflict):
 		return http.StatusConflict
 	case errors.Is(err, errNoLeader), errors.Is(err, errStopping), errors.Is(err, errDropped), errors.Is(err, errLeaderLostMid):

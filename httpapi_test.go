@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,38 +18,71 @@ import (
 // fakeStore is an in-memory kvAPI and clusterAPI that can be told to fail.
 type fakeStore struct {
 	mu      sync.Mutex
-	kv      map[string]string
+	kv      map[string]kvItem
+	rev     uint64
 	members map[uint64]string
 	err     error // returned by every call when set
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{kv: map[string]string{}, members: map[uint64]string{1: "http://127.0.0.1:1"}}
+	return &fakeStore{kv: map[string]kvItem{}, members: map[uint64]string{1: "http://127.0.0.1:1"}}
 }
 
-func (f *fakeStore) Lookup(_ context.Context, key string, _ bool) ([]byte, bool, error) {
+func (f *fakeStore) Get(_ context.Context, key string, _ bool) (kvItem, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	v, ok := f.kv[key]
-	return []byte(v), ok, f.err
+	it, ok := f.kv[key]
+	return it, ok, f.err
 }
 
-func (f *fakeStore) Put(_ context.Context, key string, value []byte) error {
+func (f *fakeStore) List(_ context.Context, prefix, after string, limit int, _ bool) ([]kvItem, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.err == nil {
-		f.kv[key] = string(value)
+	var keys []string
+	for k := range f.kv {
+		if strings.HasPrefix(k, prefix) && k > after {
+			keys = append(keys, k)
+		}
 	}
-	return f.err
+	slices.Sort(keys)
+	var items []kvItem
+	for _, k := range keys[:min(limit, len(keys))] {
+		items = append(items, f.kv[k])
+	}
+	return items, len(keys) > limit, f.err
 }
 
-func (f *fakeStore) Delete(_ context.Context, key string) (bool, error) {
+func (f *fakeStore) Txn(_ context.Context, ops []op) (txnResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.kv[key]
-	delete(f.kv, key)
-	return ok, f.err
+	if f.err != nil {
+		return txnResult{}, f.err
+	}
+	f.rev++
+	res := txnResult{Rev: f.rev, Failed: -1, Found: make([]bool, len(ops))}
+	for i, o := range ops {
+		cur, ok := f.kv[o.Key]
+		res.Found[i] = ok
+		if !condHolds(o, cur, ok) {
+			res.Failed = i
+			return res, nil
+		}
+	}
+	for _, o := range ops {
+		if o.Kind == opPut {
+			f.kv[o.Key] = kvItem{Key: o.Key, Value: o.Value, Rev: f.rev}
+		} else {
+			delete(f.kv, o.Key)
+		}
+	}
+	return res, nil
 }
+
+func (f *fakeStore) Watch(string, bool, uint64, bool) (*watcher, []event, error) {
+	return nil, nil, errCompacted
+}
+
+func (f *fakeStore) Unwatch(*watcher) {}
 
 func (f *fakeStore) AddMember(_ context.Context, id uint64, u string) error {
 	f.mu.Lock()
@@ -103,7 +137,7 @@ func TestHTTPKeyIsDecodedPathWithoutQuery(t *testing.T) {
 
 func TestHTTPDeleteKeyOrMember(t *testing.T) {
 	f := newFakeStore()
-	f.kv["k1"] = "v"
+	f.kv["k1"] = kvItem{Key: "k1", Value: []byte("v"), Rev: 1}
 	srv := newTestAPI(t, f)
 	for _, tc := range []struct {
 		path string

@@ -2,38 +2,47 @@ package main
 
 import (
 	"context"
-	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/btree"
 	"go.etcd.io/etcd/pkg/v3/idutil"
 	"go.etcd.io/etcd/pkg/v3/wait"
 	"go.uber.org/zap"
 )
 
-// kvstore is the replicated state machine: a map from key to value, changed
-// only by applying committed raft entries that arrive on commitC. Writers
-// propose through proposeC and wait until their own entry has been applied
-// here, so a write that returns is committed and visible to the next read.
+// kvstore is the replicated state machine: keys in order with their values
+// and revisions, changed only by applying committed raft entries that arrive
+// on commitC. Writers propose through proposeC and wait until their own
+// entry has been applied here, so a write that returns is committed and
+// visible to the next read.
 type kvstore struct {
-	proposeC  chan<- proposal
-	logger    *zap.Logger
-	ids       *idutil.Generator
-	leader    *leaderWatch
-	readIndex func(context.Context) (uint64, error)
+	proposeC     chan<- proposal
+	logger       *zap.Logger
+	ids          *idutil.Generator
+	historyLimit int
+	leader       *leaderWatch
+	readIndex    func(context.Context) (uint64, error)
 
-	mu      sync.RWMutex
-	kvStore map[string]kvValue
-	applied uint64 // index of the last entry applied
+	mu        sync.RWMutex
+	items     *btree.BTreeG[kvItem]
+	applied   uint64 // index of the last entry applied
+	histStart uint64 // history holds every event with a revision above this
+	history   []event
+	watchers  map[*watcher]struct{}
 
-	waits     wait.Wait     // request ID -> applyResult
+	waits     wait.Wait     // request ID -> txnResult
 	appliedAt wait.WaitTime // applied index reached
 	stopped   chan struct{} // closed when commitC is closed
 }
 
-// applyResult is what the applier tells a waiting writer.
-type applyResult struct {
-	found bool // for deletes: whether the key existed
+// txnResult is what the applier tells a waiting writer.
+type txnResult struct {
+	Rev    uint64 // raft index of the entry: the revision of what it wrote
+	Failed int    // index of the first op whose condition failed, or -1
+	Found  []bool // per op: whether its key existed before the entry
 }
 
 // committedEntry is one raft entry ready to apply. data is empty for
@@ -53,15 +62,17 @@ type commit struct {
 	applyDoneC    chan<- struct{}
 }
 
-func newKVStore(logger *zap.Logger, memberID uint64, proposeC chan<- proposal) *kvstore {
+func newKVStore(logger *zap.Logger, memberID uint64, historyLimit int, proposeC chan<- proposal) *kvstore {
 	return &kvstore{
-		proposeC:  proposeC,
-		logger:    logger,
-		ids:       idutil.NewGenerator(uint16(memberID), time.Now()),
-		kvStore:   map[string]kvValue{},
-		waits:     wait.New(),
-		appliedAt: wait.NewTimeList(),
-		stopped:   make(chan struct{}),
+		proposeC:     proposeC,
+		logger:       logger,
+		ids:          idutil.NewGenerator(uint16(memberID), time.Now()),
+		historyLimit: historyLimit,
+		items:        newKVTree(),
+		watchers:     map[*watcher]struct{}{},
+		waits:        wait.New(),
+		appliedAt:    wait.NewTimeList(),
+		stopped:      make(chan struct{}),
 	}
 }
 
@@ -74,6 +85,7 @@ func (s *kvstore) start(commitC <-chan *commit, rc *raftNode) {
 }
 
 func (s *kvstore) readCommits(commitC <-chan *commit) {
+	defer s.closeWatchers()
 	defer close(s.stopped)
 	for c := range commitC {
 		if c.snapshotIndex > 0 {
@@ -88,60 +100,94 @@ func (s *kvstore) readCommits(commitC <-chan *commit) {
 	}
 }
 
-// Lookup returns the value of key. A linearizable lookup reflects every
-// write acknowledged before it began; a serializable one answers from this
+// Get returns key's item. A linearizable read reflects every write
+// acknowledged before it began; a serializable one answers from this
 // member's state at once and may be stale.
-func (s *kvstore) Lookup(ctx context.Context, key string, serializable bool) ([]byte, bool, error) {
-	if !serializable {
-		index, err := s.readIndex(ctx)
-		if err != nil {
-			return nil, false, err
-		}
-		select {
-		case <-s.waitApplied(index):
-		case <-ctx.Done():
-			return nil, false, ctxErr(ctx)
-		case <-s.stopped:
-			return nil, false, errStopping
-		}
+func (s *kvstore) Get(ctx context.Context, key string, serializable bool) (kvItem, bool, error) {
+	if err := s.catchUp(ctx, serializable); err != nil {
+		return kvItem{}, false, err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	v, ok := s.kvStore[key]
-	return v.Value, ok, nil
+	it, ok := s.items.Get(kvItem{Key: key})
+	return it, ok, nil
 }
 
-// Put sets key to value and returns once the write is applied here.
-func (s *kvstore) Put(ctx context.Context, key string, value []byte) error {
-	_, err := s.propose(ctx, op{Kind: opPut, Key: key, Value: value})
-	return err
+// List returns up to limit items whose keys start with prefix and sort after
+// after, in key order, and whether more follow.
+func (s *kvstore) List(ctx context.Context, prefix, after string, limit int, serializable bool) ([]kvItem, bool, error) {
+	if err := s.catchUp(ctx, serializable); err != nil {
+		return nil, false, err
+	}
+	from := kvItem{Key: prefix}
+	if after >= prefix {
+		from.Key = after + "\x00" // the smallest key above after
+	}
+	var items []kvItem
+	more := false
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.items.AscendGreaterOrEqual(from, func(it kvItem) bool {
+		if !strings.HasPrefix(it.Key, prefix) {
+			return false
+		}
+		if len(items) == limit {
+			more = true
+			return false
+		}
+		items = append(items, it)
+		return true
+	})
+	return items, more, nil
 }
 
-// Delete removes key and reports whether it existed when the delete applied.
-func (s *kvstore) Delete(ctx context.Context, key string) (bool, error) {
-	r, err := s.propose(ctx, op{Kind: opDelete, Key: key})
-	return r.found, err
+// catchUp waits, for a linearizable read, until this member has applied
+// everything committed before the read began.
+func (s *kvstore) catchUp(ctx context.Context, serializable bool) error {
+	if serializable {
+		return nil
+	}
+	index, err := s.readIndex(ctx)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-s.waitApplied(index):
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-s.stopped:
+		return errStopping
+	}
 }
 
-func (s *kvstore) propose(ctx context.Context, o op) (applyResult, error) {
+// Txn applies ops atomically, all or none, and returns once the entry is
+// applied here. A failed condition is a result, not an error.
+func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
 	select {
 	case <-s.leader.lost():
-		return applyResult{}, errNoLeader
+		return txnResult{}, errNoLeader
 	default:
 	}
-	o.ID = s.ids.Next()
-	ch := s.waits.Register(o.ID)
-	if err := submit(ctx, s.proposeC, proposal{data: encodeOp(o)}, s.stopped); err != nil {
-		s.waits.Trigger(o.ID, nil)
-		return applyResult{}, err
+	r := request{ID: s.ids.Next(), Ops: ops}
+	ch := s.waits.Register(r.ID)
+	if err := submit(ctx, s.proposeC, proposal{data: encodeRequest(r)}, s.stopped); err != nil {
+		s.waits.Trigger(r.ID, nil)
+		return txnResult{}, err
 	}
 	x, err := await(ctx, ch, s.leader, s.stopped)
 	if err != nil {
-		s.waits.Trigger(o.ID, nil)
-		return applyResult{}, err
+		s.waits.Trigger(r.ID, nil)
+		return txnResult{}, err
 	}
-	r, _ := x.(applyResult) // nil only if Trigger raced our cleanup
-	return r, nil
+	res, _ := x.(txnResult) // zero only if Trigger raced our cleanup
+	return res, nil
+}
+
+// Put sets key to value.
+func (s *kvstore) Put(ctx context.Context, key string, value []byte) error {
+	_, err := s.Txn(ctx, []op{{Kind: opPut, Key: key, Value: value}})
+	return err
 }
 
 // waitApplied returns a channel closed once entries up to index are applied.
@@ -154,8 +200,8 @@ func (s *kvstore) apply(ents []committedEntry) {
 		return
 	}
 	type done struct {
-		id uint64
-		r  applyResult
+		id  uint64
+		res txnResult
 	}
 	var results []done
 	s.mu.Lock()
@@ -163,55 +209,94 @@ func (s *kvstore) apply(ents []committedEntry) {
 		if len(e.data) == 0 {
 			continue
 		}
-		o, err := decodeOp(e.data)
+		r, err := decodeRequest(e.data)
 		if err != nil {
 			// Every member decodes the same bytes, so every member skips it.
 			s.logger.Warn("skipping malformed entry", zap.Uint64("index", e.index), zap.Error(err))
 			continue
 		}
-		results = append(results, done{o.ID, s.applyOp(o, e.index)})
+		results = append(results, done{r.ID, s.applyTxn(r.Ops, e.index)})
 	}
 	s.applied = ents[len(ents)-1].index
 	applied := s.applied
 	s.mu.Unlock()
 	for _, d := range results {
-		s.waits.Trigger(d.id, d.r)
+		s.waits.Trigger(d.id, d.res)
 	}
 	s.appliedAt.Trigger(applied)
 }
 
-// applyOp changes the map; the caller holds s.mu. Applying the same entry
+// applyTxn checks every condition against the state before the entry, then
+// applies all ops or none; the caller holds s.mu. Applying the same entry
 // twice leaves the same state, which makes replay after a crash safe.
-func (s *kvstore) applyOp(o op, index uint64) applyResult {
-	switch o.Kind {
-	case opPut:
-		s.kvStore[o.Key] = kvValue{Value: o.Value, Rev: index}
-		return applyResult{found: true}
-	default: // opDelete; decodeOp rejects other kinds
-		_, ok := s.kvStore[o.Key]
-		delete(s.kvStore, o.Key)
-		return applyResult{found: ok}
+func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
+	res := txnResult{Rev: index, Failed: -1, Found: make([]bool, len(ops))}
+	for i, o := range ops {
+		cur, ok := s.items.Get(kvItem{Key: o.Key})
+		res.Found[i] = ok
+		if !condHolds(o, cur, ok) {
+			res.Failed = i
+			return res
+		}
+	}
+	for _, o := range ops {
+		switch o.Kind {
+		case opPut:
+			s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: o.Value, Rev: index})
+			s.record(event{Type: opPut, Key: o.Key, Value: o.Value, Rev: index})
+		case opDelete:
+			if _, ok := s.items.Delete(kvItem{Key: o.Key}); ok {
+				s.record(event{Type: opDelete, Key: o.Key, Rev: index})
+			}
+		}
+	}
+	return res
+}
+
+func condHolds(o op, cur kvItem, exists bool) bool {
+	switch o.Cond {
+	case condRev:
+		return exists && cur.Rev == o.CondRev
+	case condAbsent:
+		return !exists
+	case condExists:
+		return exists
+	default:
+		return true
 	}
 }
 
-// getSnapshot captures the state as of the last applied entry. The copy is
-// cheap (values are never modified in place, so they are shared); encoding
-// it, the slow part, happens in the returned function, off the Ready loop.
+// record appends e to the history, trims the history to its limit, and
+// tells the watchers; the caller holds s.mu.
+func (s *kvstore) record(e event) {
+	s.history = append(s.history, e)
+	if over := len(s.history) - s.historyLimit; over > 0 {
+		s.histStart = s.history[over-1].Rev
+		s.history = s.history[over:]
+	}
+	s.notify(e)
+}
+
+// getSnapshot captures the state as of the last applied entry. The capture
+// is cheap (a copy-on-write clone of the tree and a copy of the history);
+// encoding it, the slow part, happens in the returned function, off the
+// Ready loop.
 func (s *kvstore) getSnapshot() func() []byte {
-	s.mu.RLock()
-	m := maps.Clone(s.kvStore)
-	s.mu.RUnlock()
-	return func() []byte { return encodeKV(m) }
+	s.mu.Lock() // Clone updates the tree's copy-on-write bookkeeping
+	st := kvState{Items: s.items.Clone(), HistStart: s.histStart, History: slices.Clone(s.history)}
+	s.mu.Unlock()
+	return func() []byte { return encodeKV(st) }
 }
 
 func (s *kvstore) restore(data []byte, index uint64) error {
-	m, err := decodeKV(data)
+	st, err := decodeKV(data)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.kvStore = m
+	s.items, s.histStart, s.history = st.Items, st.HistStart, st.History
 	s.applied = index
+	s.cutOffWatchers() // they may have missed events the snapshot skips over
 	s.mu.Unlock()
 	s.appliedAt.Trigger(index)
 	return nil
@@ -221,5 +306,5 @@ func (s *kvstore) restore(data []byte, index uint64) error {
 func (s *kvstore) len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.kvStore)
+	return s.items.Len()
 }

@@ -32,6 +32,7 @@ type config struct {
 	port            int
 	requestTimeout  time.Duration
 	maxRequestBytes int64
+	watchHistory    int
 	logLevel        string
 	showVersion     bool
 }
@@ -51,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.UintVar(&c.raft.MaxWALs, "max-wals", 5, "WAL files to keep (0 keeps all)")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "longest a request waits for commit")
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", 1536*1024, "largest request body accepted")
+	fs.IntVar(&c.watchHistory, "watch-history", 10000, "recent changes kept for watchers to resume from")
 	fs.DurationVar(&c.raft.Tick, "tick", 100*time.Millisecond, "raft tick interval")
 	fs.IntVar(&c.raft.ElectionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.IntVar(&c.raft.HeartbeatTicks, "heartbeat-ticks", 1, "ticks between leader heartbeats")
@@ -76,6 +78,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--request-timeout must be positive")
 	case c.maxRequestBytes <= 0:
 		return c, errors.New("--max-request-bytes must be positive")
+	case c.watchHistory < 0:
+		return c, errors.New("--watch-history must not be negative")
 	case c.raft.SnapshotCount == 0:
 		return c, errors.New("--snapshot-count must be positive")
 	}
@@ -132,7 +136,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 
 	proposeC := make(chan proposal)
 	confChangeC := make(chan proposal)
-	kvs := newKVStore(logger, cfg.raft.ID, proposeC)
+	kvs := newKVStore(logger, cfg.raft.ID, cfg.watchHistory, proposeC)
 	rc, err := newRaftNode(cfg.raft, kvs.getSnapshot, proposeC, confChangeC)
 	if err != nil {
 		return err
@@ -153,9 +157,11 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		RequestTimeout:  cfg.requestTimeout,
 		MaxRequestBytes: cfg.maxRequestBytes,
 		RetryAfter:      cfg.raft.electionTimeout(),
+		WatchHeartbeat:  10 * time.Second,
 		Logger:          logger,
 	})
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(logger)}
+	srv.RegisterOnShutdown(api.closeStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("serving", zap.Uint64("id", cfg.raft.ID), zap.Int("port", cfg.port),

@@ -29,7 +29,7 @@ func startRawNode(t *testing.T, cfg raftConfig, getSnapshot func() func() []byte
 	t.Helper()
 	n := &rawNode{proposeC: make(chan proposal), confChangeC: make(chan proposal)}
 	if getSnapshot == nil {
-		getSnapshot = func() func() []byte { return func() []byte { return encodeKV(nil) } }
+		getSnapshot = func() func() []byte { return func() []byte { return encodeKV(kvState{Items: newKVTree()}) } }
 	}
 	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC)
 	if err != nil {
@@ -72,7 +72,7 @@ func TestProposeOnCommit(t *testing.T) {
 			defer wg.Done()
 			// Each member starts one chain of proposals, then re-proposes
 			// whatever commits until it has seen enough.
-			n.proposeC <- proposal{data: encodeOp(op{Kind: opPut, Key: fmt.Sprintf("k%d", i), Value: []byte("v")})}
+			n.proposeC <- proposal{data: putEntry(fmt.Sprintf("k%d", i), []byte("v"))}
 			seen := 0
 			for c := range n.rc.commitC {
 				for _, e := range c.entries {
@@ -138,7 +138,7 @@ func TestCloseProposerInflight(t *testing.T) {
 		}
 	}()
 	for _, k := range []string{"foo", "bar"} {
-		n.proposeC <- proposal{data: encodeOp(op{Kind: opPut, Key: k, Value: []byte(k)})}
+		n.proposeC <- proposal{data: putEntry(k, []byte(k))}
 	}
 	eventually(t, 10*time.Second, func() error {
 		if committed.Load() < 2 {
@@ -209,7 +209,7 @@ func TestSnapshotAfterApply(t *testing.T) {
 	snapshotted := make(chan int32, 16)
 	n := startRawNode(t, cfg, func() func() []byte {
 		snapshotted <- pending.Load()
-		return func() []byte { return encodeKV(nil) }
+		return func() []byte { return encodeKV(kvState{Items: newKVTree()}) }
 	})
 	go func() {
 		for c := range n.rc.commitC {
@@ -222,7 +222,7 @@ func TestSnapshotAfterApply(t *testing.T) {
 	go func() {
 		for i := range 20 {
 			select {
-			case n.proposeC <- proposal{data: encodeOp(op{Kind: opPut, Key: fmt.Sprint(i), Value: []byte("v")})}:
+			case n.proposeC <- proposal{data: putEntry(fmt.Sprint(i), []byte("v"))}:
 			case <-n.rc.stopc:
 				return
 			}
@@ -240,28 +240,31 @@ func TestSnapshotAfterApply(t *testing.T) {
 
 // The kvstore's snapshot restores to the same keys, values and revisions.
 func TestKVStoreSnapshotRoundTrip(t *testing.T) {
-	s := newKVStore(testLogger(t), 1, nil)
+	s := newKVStore(testLogger(t), 1, 100, nil)
 	s.apply([]committedEntry{
-		{index: 5, data: encodeOp(op{Kind: opPut, Key: "foo", Value: []byte("bar")})},
-		{index: 6, data: encodeOp(op{Kind: opPut, Key: "bin\x00\xff", Value: []byte{0, 1, 2}})},
-		{index: 7, data: encodeOp(op{Kind: opPut, Key: "gone", Value: []byte("x")})},
-		{index: 8, data: encodeOp(op{Kind: opDelete, Key: "gone"})},
+		{index: 5, data: putEntry("foo", []byte("bar"))},
+		{index: 6, data: putEntry("bin\x00\xff", []byte{0, 1, 2})},
+		{index: 7, data: putEntry("gone", []byte("x"))},
+		{index: 8, data: encodeRequest(request{Ops: []op{{Kind: opDelete, Key: "gone"}}})},
 		{index: 9},
 	})
 	data := s.getSnapshot()()
-	r := newKVStore(testLogger(t), 1, nil)
+	r := newKVStore(testLogger(t), 1, 100, nil)
 	if err := r.restore(data, 9); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]kvValue{"foo": {[]byte("bar"), 5}, "bin\x00\xff": {[]byte{0, 1, 2}, 6}}
-	if len(r.kvStore) != len(want) || r.applied != 9 {
-		t.Fatalf("restored %d keys at %d, want %d at 9", len(r.kvStore), r.applied, len(want))
+	want := []kvItem{{"bin\x00\xff", []byte{0, 1, 2}, 6}, {"foo", []byte("bar"), 5}}
+	if r.len() != len(want) || r.applied != 9 {
+		t.Fatalf("restored %d keys at %d, want %d at 9", r.len(), r.applied, len(want))
 	}
-	for k, v := range want {
-		got := r.kvStore[k]
-		if !bytes.Equal(got.Value, v.Value) || got.Rev != v.Rev {
-			t.Errorf("key %q: got %q@%d, want %q@%d", k, got.Value, got.Rev, v.Value, v.Rev)
+	for _, w := range want {
+		got, _ := r.items.Get(kvItem{Key: w.Key})
+		if !bytes.Equal(got.Value, w.Value) || got.Rev != w.Rev {
+			t.Errorf("key %q: got %q@%d, want %q@%d", w.Key, got.Value, got.Rev, w.Value, w.Rev)
 		}
+	}
+	if r.histStart != s.histStart || len(r.history) != 4 {
+		t.Errorf("history: start %d with %d events, want %d with 4", r.histStart, len(r.history), s.histStart)
 	}
 }
 
@@ -416,7 +419,7 @@ func TestRemovedMemberStops(t *testing.T) {
 func TestBadEntriesAreSkipped(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	m := c.members[0]
-	bad := [][]byte{{0xff}, {codecVersion, 9, 1, 1, 'k'}, encodeOp(op{Kind: opPut, Key: "x"})[:4]}
+	bad := [][]byte{{0xff}, {codecVersion, 9, 1, 1, 'k'}, putEntry("x", []byte("y"))[:4]}
 	for _, data := range bad {
 		if err := submit(t.Context(), m.proposeC, proposal{data: data}, m.kvs.stopped); err != nil {
 			t.Fatal(err)
@@ -432,8 +435,8 @@ func TestBadEntriesAreSkipped(t *testing.T) {
 	}
 	for _, o := range c.members {
 		eventually(t, 5*time.Second, func() error {
-			if v, ok, _ := o.kvs.Lookup(t.Context(), "good", true); !ok || string(v) != "yes" {
-				return fmt.Errorf("member %d: good=%q", o.cfg.ID, v)
+			if it, ok, _ := o.kvs.Get(t.Context(), "good", true); !ok || string(it.Value) != "yes" {
+				return fmt.Errorf("member %d: good=%q", o.cfg.ID, it.Value)
 			}
 			return nil
 		})
@@ -442,8 +445,8 @@ func TestBadEntriesAreSkipped(t *testing.T) {
 		}
 	}
 	m = c.restart(0)
-	if v, ok, _ := m.kvs.Lookup(t.Context(), "good", false); !ok || string(v) != "yes" {
-		t.Fatalf("after restart good=%q", v)
+	if it, ok, _ := m.kvs.Get(t.Context(), "good", false); !ok || string(it.Value) != "yes" {
+		t.Fatalf("after restart good=%q", it.Value)
 	}
 }
 

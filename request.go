@@ -17,6 +17,7 @@ var (
 	errInvalid       = errors.New("invalid request")
 	errNotFound      = errors.New("not found")
 	errConflict      = errors.New("conflict")
+	errCondition     = errors.New("precondition failed")
 	errNoLeader      = errors.New("no leader")
 	errStopping      = errors.New("member is stopping")
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The /v1 API: keys with revisions and conditional writes, listing,
+// transactions and watches. Errors are JSON: {"error": "...", "code": N}.
+//
+//	GET/PUT/DELETE /v1/kv/{key}        one key; ETag and If-Match/If-None-Match
+//	GET  /v1/kv?prefix=P&after=K&limit=N  keys in order
+//	POST /v1/txn                        puts and deletes, all or none
+//	GET  /v1/watch?key=K|prefix=P&rev=R  server-sent events
+
+const (
+	defaultListLimit = 1000
+	maxListLimit     = 10000
+)
+
+func (h *httpKVAPI) serveV1(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if path == "/v1/watch" {
+		h.onlyMethod(w, r, http.MethodGet, h.watch)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	switch {
+	case strings.HasPrefix(path, "/v1/kv/"):
+		h.v1Key(w, r, strings.TrimPrefix(path, "/v1/kv/"))
+	case path == "/v1/kv":
+		h.onlyMethod(w, r, http.MethodGet, h.list)
+	case path == "/v1/txn":
+		h.onlyMethod(w, r, http.MethodPost, h.txn)
+	default:
+		h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, path))
+	}
+}
+
+func (h *httpKVAPI) onlyMethod(w http.ResponseWriter, r *http.Request, method string, serve http.HandlerFunc) {
+	if r.Method != method {
+		w.Header().Set("Allow", method)
+		writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "method not allowed", Code: http.StatusMethodNotAllowed})
+		return
+	}
+	serve(w, r)
+}
+
+func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request, key string) {
+	if key == "" {
+		h.jsonFail(w, fmt.Errorf("%w: empty key", errInvalid))
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		h.v1Get(w, r, key)
+	case http.MethodPut, http.MethodDelete:
+		h.v1Write(w, r, key)
+	default:
+		w.Header().Set("Allow", "GET, PUT, DELETE")
+		writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "method not allowed", Code: http.StatusMethodNotAllowed})
+	}
+}
+
+func (h *httpKVAPI) v1Get(w http.ResponseWriter, r *http.Request, key string) {
+	serializable, err := parseConsistency(r)
+	if err != nil {
+		h.jsonFail(w, err)
+		return
+	}
+	it, ok, err := h.store.Get(r.Context(), key, serializable)
+	switch {
+	case err != nil:
+		h.jsonFail(w, err)
+	case !ok:
+		h.jsonFail(w, fmt.Errorf("%w: key %q", errNotFound, key))
+	default:
+		w.Header().Set("ETag", etag(it.Rev))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(it.Value)
+	}
+}
+
+func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) {
+	o := op{Kind: opDelete, Key: key}
+	if r.Method == http.MethodPut {
+		v, err := h.readBody(w, r)
+		if err != nil {
+			h.jsonFail(w, err)
+			return
+		}
+		o = op{Kind: opPut, Key: key, Value: v}
+	}
+	var err error
+	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
+		h.jsonFail(w, err)
+		return
+	}
+	res, err := h.store.Txn(r.Context(), []op{o})
+	switch {
+	case err != nil:
+		h.jsonFail(w, err)
+	case res.Failed == 0:
+		h.jsonFail(w, fmt.Errorf("%w: key %q does not match %s", errCondition, key, describeCond(o)))
+	case o.Kind == opDelete && !res.Found[0]:
+		h.jsonFail(w, fmt.Errorf("%w: key %q", errNotFound, key))
+	default:
+		if o.Kind == opPut {
+			w.Header().Set("ETag", etag(res.Rev))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
+
+// parseConditions reads If-Match: "<rev>" or *, and If-None-Match: *.
+func parseConditions(hdr http.Header) (condKind, uint64, error) {
+	match, noneMatch := hdr.Get("If-Match"), hdr.Get("If-None-Match")
+	switch {
+	case match != "" && noneMatch != "":
+		return 0, 0, fmt.Errorf("%w: use If-Match or If-None-Match, not both", errInvalid)
+	case noneMatch == "*":
+		return condAbsent, 0, nil
+	case noneMatch != "":
+		return 0, 0, fmt.Errorf("%w: If-None-Match supports only *", errInvalid)
+	case match == "*":
+		return condExists, 0, nil
+	case match != "":
+		rev, err := strconv.ParseUint(strings.Trim(match, `"`), 10, 64)
+		if err != nil || rev == 0 {
+			return 0, 0, fmt.Errorf("%w: If-Match %q: want a revision in quotes, like \"12\"", errInvalid, match)
+		}
+		return condRev, rev, nil
+	}
+	return condNone, 0, nil
+}
+
+func describeCond(o op) string {
+	switch o.Cond {
+	case condRev:
+		return fmt.Sprintf("revision %d", o.CondRev)
+	case condAbsent:
+		return "absent"
+	default:
+		return "present"
+	}
+}
+
+// jsonKey names a key in JSON: as a string when it is UTF-8, else base64.
+type jsonKey struct {
+	Key       string `json:"key,omitempty"`
+	KeyBase64 []byte `json:"keyBase64,omitempty"`
+	Rev       uint64 `json:"rev"`
+}
+
+func newJSONKey(key string, rev uint64) jsonKey {
+	if utf8.ValidString(key) {
+		return jsonKey{Key: key, Rev: rev}
+	}
+	return jsonKey{KeyBase64: []byte(key), Rev: rev}
+}
+
+func (h *httpKVAPI) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultListLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			h.jsonFail(w, fmt.Errorf("%w: limit %q: want a positive number", errInvalid, s))
+			return
+		}
+		limit = min(n, maxListLimit)
+	}
+	serializable, err := parseConsistency(r)
+	if err != nil {
+		h.jsonFail(w, err)
+		return
+	}
+	items, more, err := h.store.List(r.Context(), q.Get("prefix"), q.Get("after"), limit, serializable)
+	if err != nil {
+		h.jsonFail(w, err)
+		return
+	}
+	out := struct {
+		Keys []jsonKey `json:"keys"`
+		More bool      `json:"more"`
+	}{Keys: make([]jsonKey, len(items)), More: more}
+	for i, it := range items {
+		out.Keys[i] = newJSONKey(it.Key, it.Rev)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// txnOp is one operation of a POST /v1/txn body.
+type txnOp struct {
+	Op       string  `json:"op"` // "put" or "delete"
+	Key      string  `json:"key"`
+	Value    *string `json:"value,omitempty"`
+	IfRev    uint64  `json:"ifRev,omitempty"`    // the key must exist at this revision
+	IfAbsent bool    `json:"ifAbsent,omitempty"` // the key must not exist
+}
+
+func (t txnOp) toOp() (op, error) {
+	o := op{Key: t.Key}
+	switch t.Op {
+	case "put":
+		if t.Value == nil {
+			return op{}, errors.New("put needs a value")
+		}
+		o.Kind, o.Value = opPut, []byte(*t.Value)
+	case "delete":
+		if t.Value != nil {
+			return op{}, errors.New("delete takes no value")
+		}
+		o.Kind = opDelete
+	default:
+		return op{}, fmt.Errorf("op %q: want put or delete", t.Op)
+	}
+	switch {
+	case t.Key == "":
+		return op{}, errors.New("empty key")
+	case t.IfRev != 0 && t.IfAbsent:
+		return op{}, errors.New("ifRev and ifAbsent exclude each other")
+	case t.IfRev != 0:
+		o.Cond, o.CondRev = condRev, t.IfRev
+	case t.IfAbsent:
+		o.Cond = condAbsent
+	}
+	return o, nil
+}
+
+func (h *httpKVAPI) txn(w http.ResponseWriter, r *http.Request) {
+	body, err := h.readBody(w, r)
+	if err != nil {
+		h.jsonFail(w, err)
+		return
+	}
+	ops, err := parseTxn(body)
+	if err != nil {
+		h.jsonFail(w, err)
+		return
+	}
+	res, err := h.store.Txn(r.Context(), ops)
+	switch {
+	case err != nil:
+		h.jsonFail(w, err)
+	case res.Failed >= 0:
+		o := ops[res.Failed]
+		writeJSON(w, h.status(w, errCondition), struct {
+			jsonError
+			Failed int `json:"failed"`
+		}{jsonError{fmt.Sprintf("condition of op %d failed: key %q is not %s; nothing was applied", res.Failed, o.Key, describeCond(o)),
+			http.StatusPreconditionFailed}, res.Failed})
+	default:
+		type opResult struct {
+			Found bool `json:"found"`
+		}
+		out := struct {
+			Succeeded bool       `json:"succeeded"`
+			Rev       uint64     `json:"rev"`
+			Results   []opResult `json:"results"`
+		}{Succeeded: true, Rev: res.Rev, Results: make([]opResult, len(ops))}
+		for i, f := range res.Found {
+			out.Results[i].Found = f
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// parseTxn decodes a JSON list of operations. JSON carries text, so the body
+// must be UTF-8: decoding would silently replace invalid bytes otherwise.
+func parseTxn(body []byte) ([]op, error) {
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("%w: body is not UTF-8 (JSON values are UTF-8 strings; use /v1/kv/ for raw bytes)", errInvalid)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	var tops []txnOp
+	if err := dec.Decode(&tops); err != nil {
+		return nil, fmt.Errorf("%w: txn body: %v", errInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: txn body: trailing data after the list", errInvalid)
+	}
+	if len(tops) == 0 {
+		return nil, fmt.Errorf("%w: txn body: no operations", errInvalid)
+	}
+	ops := make([]op, len(tops))
+	for i, t := range tops {
+		o, err := t.toOp()
+		if err != nil {
+			return nil, fmt.Errorf("%w: txn op %d: %v", errInvalid, i, err)
+		}
+		ops[i] = o
+	}
+	return ops, nil
+}
+
+// jsonEvent is one watch event on the wire.
+type jsonEvent struct {
+	Type        string `json:"type"`
+	jsonKey
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 []byte  `json:"valueBase64,omitempty"`
+}
+
+func newJSONEvent(e event) jsonEvent {
+	je := jsonEvent{Type: e.Type.String(), jsonKey: newJSONKey(e.Key, e.Rev)}
+	if e.Type == opPut {
+		if utf8.Valid(e.Value) {
+			v := string(e.Value)
+			je.Value = &v
+		} else {
+			je.ValueBase64 = e.Value
+		}
+	}
+	return je
+}
+
+// watch streams changes as server-sent events until the client leaves, the
+// member shuts down, or the watcher falls behind (then a final "cutoff"
+// event names the revision to resume after).
+func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Has("key") == q.Has("prefix") {
+		h.jsonFail(w, fmt.Errorf("%w: watch needs exactly one of key= or prefix=", errInvalid))
+		return
+	}
+	key, prefix := q.Get("key"), q.Has("prefix")
+	if prefix {
+		key = q.Get("prefix")
+	}
+	revText := q.Get("rev")
+	if revText == "" {
+		revText = r.Header.Get("Last-Event-ID") // an EventSource reconnecting
+	}
+	var rev uint64
+	if revText != "" {
+		var err error
+		if rev, err = strconv.ParseUint(revText, 10, 64); err != nil {
+			h.jsonFail(w, fmt.Errorf("%w: rev %q", errInvalid, revText))
+			return
+		}
+	}
+	wt, backlog, err := h.store.Watch(key, prefix, rev, revText != "")
+	if err != nil {
+		h.jsonFail(w, fmt.Errorf("watch from rev %d: %w", rev, err))
+		return
+	}
+	defer h.store.Unwatch(wt)
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	sse := sseWriter{w: w, flusher: flusher}
+	sse.comment("watching")
+	for _, e := range backlog {
+		sse.event("", e.Rev, newJSONEvent(e))
+	}
+	last := rev
+	if n := len(backlog); n > 0 {
+		last = backlog[n-1].Rev
+	}
+	heartbeat := time.NewTicker(h.heartbeat)
+	defer heartbeat.Stop()
+	for sse.err == nil {
+		sse.flush()
+		select {
+		case e, ok := <-wt.Events():
+			if !ok {
+				if wt.CutOff() {
+					sse.event("cutoff", last, map[string]any{"type": "cutoff", "rev": last,
+						"error": fmt.Sprintf("this watcher fell behind; watch again with rev=%d", last)})
+					sse.flush()
+				}
+				return
+			}
+			sse.event("", e.Rev, newJSONEvent(e))
+			last = e.Rev
+		case <-heartbeat.C:
+			sse.comment("heartbeat")
+		case <-r.Context().Done():
+			return
+		case <-h.closing:
+			return
+		}
+	}
+}
+
+// sseWriter writes server-sent events; the first write error sticks.
+type sseWriter struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	err     error
+}
+
+func (s *sseWriter) comment(text string) {
+	if s.err == nil {
+		_, s.err = fmt.Fprintf(s.w, ": %s\n\n", text)
+	}
+}
+
+func (s *sseWriter) event(name string, rev uint64, v any) {
+	if s.err != nil {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.err = err
+		return
+	}
+	if name != "" {
+		fmt.Fprintf(s.w, "event: %s\n", name)
+	}
+	_, s.err = fmt.Fprintf(s.w, "id: %d\ndata: %s\n\n", rev, data)
+}
+
+func (s *sseWriter) flush() {
+	if s.err == nil && s.flusher != nil {
+		s.flusher.Flush()
+	}
+}
+
+// jsonError is the body of every /v1 error.
+type jsonError struct {
+	Error string `json:"error"`
+	Code  int    `json:"code"`
+}
+
+func (h *httpKVAPI) jsonFail(w http.ResponseWriter, err error) {
+	code := h.status(w, err)
+	writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
