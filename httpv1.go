@@ -308,7 +308,7 @@ func parseTxn(body []byte) ([]op, error) {
 
 // jsonEvent is one watch event on the wire.
 type jsonEvent struct {
-	Type        string `json:"type"`
+	Type string `json:"type"`
 	jsonKey
 	Value       *string `json:"value,omitempty"`
 	ValueBase64 []byte  `json:"valueBase64,omitempty"`
