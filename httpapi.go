@@ -250,7 +250,7 @@ func statusFor(err error) int {
 		return http.StatusGone
 	case errors.Is(err, errConflict):
 		return http.StatusConflict
-	case errors.Is(err, errNoLeader), errors.Is(err, errStopping), errors.Is(err, errDropped), errors.Is(err, errLeaderLostMid):
+	case errors.Is(err, errNoLeader), errors.Is(err, errStopping), errors.Is(err, errCatchingUp), errors.Is(err, errDropped), errors.Is(err, errLeaderLostMid):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, errTimeout):
 		return http.StatusGatewayTimeout

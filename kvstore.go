@@ -36,6 +36,7 @@ type kvstore struct {
 	waits     wait.Wait     // request ID -> txnResult
 	appliedAt wait.WaitTime // applied index reached
 	stopped   chan struct{} // closed when commitC is closed
+	fresh     chan struct{} // closed once the state holds all this member ever acknowledged
 }
 
 // txnResult is what the applier tells a waiting writer.
@@ -73,6 +74,7 @@ func newKVStore(logger *zap.Logger, memberID uint64, historyLimit int, proposeC 
 		waits:        wait.New(),
 		appliedAt:    wait.NewTimeList(),
 		stopped:      make(chan struct{}),
+		fresh:        make(chan struct{}),
 	}
 }
 
@@ -82,6 +84,40 @@ func (s *kvstore) start(commitC <-chan *commit, rc *raftNode) {
 	s.leader = rc.leader
 	s.readIndex = rc.readIndex
 	go s.readCommits(commitC)
+	go s.awaitFresh(rc.bootLast, rc.cfg.electionTimeout())
+}
+
+// awaitFresh closes s.fresh once this member's state includes everything it
+// acknowledged before it last stopped. The commit index saved in the WAL
+// can trail what was applied (raft does not fsync a commit-only change), so
+// after a crash the member replays to bootCommit but may have acknowledged
+// entries up to bootLast, the last entry in its WAL. Applying up to bootLast,
+// or completing one ReadIndex round, proves the state is fresh again.
+func (s *kvstore) awaitFresh(bootLast uint64, retry time.Duration) {
+	for {
+		select {
+		case <-s.waitApplied(bootLast):
+			close(s.fresh)
+			return
+		case <-s.stopped:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), retry)
+		index, err := s.readIndex(ctx)
+		cancel()
+		var again <-chan time.Time // ask again after a failed round
+		if err == nil {
+			bootLast = min(bootLast, index)
+		} else {
+			again = time.After(retry)
+		}
+		select {
+		case <-s.waitApplied(bootLast):
+		case <-again:
+		case <-s.stopped:
+		}
+	}
 }
 
 func (s *kvstore) readCommits(commitC <-chan *commit) {
@@ -102,7 +138,8 @@ func (s *kvstore) readCommits(commitC <-chan *commit) {
 
 // Get returns key's item. A linearizable read reflects every write
 // acknowledged before it began; a serializable one answers from this
-// member's state at once and may be stale.
+// member's state at once and may be stale, though never older than what
+// this member itself acknowledged.
 func (s *kvstore) Get(ctx context.Context, key string, serializable bool) (kvItem, bool, error) {
 	if err := s.catchUp(ctx, serializable); err != nil {
 		return kvItem{}, false, err
@@ -142,10 +179,18 @@ func (s *kvstore) List(ctx context.Context, prefix, after string, limit int, ser
 }
 
 // catchUp waits, for a linearizable read, until this member has applied
-// everything committed before the read began.
+// everything committed before the read began; for a serializable one, until
+// it holds everything it acknowledged before its last restart.
 func (s *kvstore) catchUp(ctx context.Context, serializable bool) error {
 	if serializable {
-		return nil
+		select {
+		case <-s.fresh:
+			return nil
+		case <-ctx.Done():
+			return errCatchingUp
+		case <-s.stopped:
+			return errStopping
+		}
 	}
 	index, err := s.readIndex(ctx)
 	if err != nil {

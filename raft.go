@@ -83,6 +83,7 @@ type raftNode struct {
 	lastConfIndex atomic.Uint64                    // newest membership change appended to the log
 	snapshotting  atomic.Bool
 	bootCommit    uint64 // commit index found in the WAL at start
+	bootLast      uint64 // last entry index found in the WAL at start
 
 	node        raft.Node
 	raftStorage *raft.MemoryStorage

@@ -20,6 +20,7 @@ var (
 	errCondition     = errors.New("precondition failed")
 	errNoLeader      = errors.New("no leader")
 	errStopping      = errors.New("member is stopping")
+	errCatchingUp    = errors.New("member is catching up after a restart")
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
 	errTimeout       = errors.New("request timed out (a write may still apply)")
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")

@@ -90,6 +90,10 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	rc.raftStorage.Append(ents)
 	rc.noteConfChanges(ents)
 	rc.bootCommit = st.GetCommit()
+	rc.bootLast = max(rc.bootCommit, snapshot.GetMetadata().GetIndex())
+	if n := len(ents); n > 0 {
+		rc.bootLast = max(rc.bootLast, ents[n-1].GetIndex())
+	}
 	// A WAL created by a start that died before writing anything holds no
 	// state at all; bootstrap again rather than restart into an empty cluster.
 	empty := snapshot == nil && len(ents) == 0 && raft.IsEmptyHardState(st)

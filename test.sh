@@ -3,10 +3,10 @@
 # with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")"
-STATICCHECK_VERSION=2026.2.2
+STATICCHECK_VERSION=v0.8.2 # release 2026.2.2
 echo "== go vet"
 go vet ./...
-echo "== staticcheck $STATICCHECK_VERSION"
+echo "== staticcheck"
 go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 echo "== go test -race"
 go test -race -timeout 15m "$@" ./...
