@@ -67,6 +67,7 @@ func testRaftConfig(t testing.TB, id uint64, peers []string, dir string) raftCon
 		HeartbeatTicks: 1,
 		ReadTimeout:    3 * time.Second,
 		Logger:         testLogger(t),
+		Metrics:        newMetrics(),
 	}
 }
 
@@ -85,7 +86,7 @@ type member struct {
 func startMember(t testing.TB, cfg raftConfig) *member {
 	t.Helper()
 	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal)}
-	m.kvs = newKVStore(cfg.Logger, cfg.ID, 1000, m.proposeC)
+	m.kvs = newKVStore(cfg.Logger, cfg.Metrics, cfg.ID, 1000, m.proposeC)
 	rc, err := newRaftNode(cfg, m.kvs.getSnapshot, m.proposeC, m.confChangeC)
 	if err != nil {
 		t.Fatalf("start member %d: %v", cfg.ID, err)
@@ -98,12 +99,13 @@ func startMember(t testing.TB, cfg raftConfig) *member {
 		t.Fatalf("member %d did not replay its log", cfg.ID)
 	}
 	m.members = newMemberAPI(rc, m.confChangeC)
-	m.srv = httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, httpConfig{
+	m.srv = httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, newStatusReporter(rc, m.kvs, m.members), httpConfig{
 		RequestTimeout:  3 * time.Second,
 		MaxRequestBytes: 1 << 20,
 		RetryAfter:      time.Second,
 		WatchHeartbeat:  50 * time.Millisecond,
 		Logger:          cfg.Logger,
+		Metrics:         cfg.Metrics,
 	}))
 	t.Cleanup(m.stop)
 	return m
@@ -173,6 +175,7 @@ func (c *testCluster) restart(i int) *member {
 	old.stop()
 	cfg := old.cfg
 	cfg.PeerListener = relisten(c.t, c.peers[i])
+	cfg.Metrics = newMetrics() // a new process would start with fresh ones
 	c.members[i] = startMember(c.t, cfg)
 	c.waitLeader()
 	return c.members[i]

@@ -25,20 +25,28 @@ type kvAPI interface {
 
 // clusterAPI is what the HTTP layer needs to change the membership.
 type clusterAPI interface {
-	AddMember(ctx context.Context, id uint64, peerURL string) error
+	Members() []memberInfo
+	AddMember(ctx context.Context, id uint64, peerURL string, learner bool) (memberInfo, error)
+	PromoteMember(ctx context.Context, id uint64) error
 	RemoveMember(ctx context.Context, id uint64) error
+	TransferLeader(ctx context.Context, id uint64) error
 }
 
-// httpKVAPI serves the original raftexample API on root paths:
+// httpKVAPI serves the client API: the original raftexample API on root
+// paths,
 //
 //	PUT /{key}       set key (body = value)
 //	GET /{key}       read key
 //	DELETE /{key}    delete key
 //	POST /{id}       add member id (body = peer URL)
 //	DELETE /{id}     remove member id (a decimal ID)
+//
+// the /v1 API (httpv1.go), and the operator's endpoints (httpcluster.go).
 type httpKVAPI struct {
 	store           kvAPI
 	cluster         clusterAPI
+	status          statusAPI
+	metrics         *metrics
 	requestTimeout  time.Duration
 	maxRequestBytes int64
 	retryAfter      string // seconds, for 503 answers
@@ -48,11 +56,13 @@ type httpKVAPI struct {
 	closeOnce       sync.Once
 }
 
-func newHTTPKVAPI(store kvAPI, cluster clusterAPI, cfg httpConfig) *httpKVAPI {
+func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpConfig) *httpKVAPI {
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	return &httpKVAPI{
 		store:           store,
 		cluster:         cluster,
+		status:          status,
+		metrics:         cfg.Metrics,
 		requestTimeout:  cfg.RequestTimeout,
 		maxRequestBytes: cfg.MaxRequestBytes,
 		retryAfter:      strconv.Itoa(max(secs, 1)),
@@ -69,6 +79,7 @@ type httpConfig struct {
 	RetryAfter      time.Duration // suggested wait after a 503
 	WatchHeartbeat  time.Duration // comment lines keeping idle watch streams open
 	Logger          *zap.Logger
+	Metrics         *metrics
 }
 
 // closeStreams ends long-lived responses (watches) so a graceful shutdown
@@ -76,18 +87,87 @@ type httpConfig struct {
 func (h *httpKVAPI) closeStreams() { h.closeOnce.Do(func() { close(h.closing) }) }
 
 func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/") {
-		h.serveV1(w, r)
-		return
-	}
-	h.serveRoot(w, r)
+	route, serve := h.route(r)
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	start := time.Now()
+	serve(rec, r)
+	h.metrics.observe(route, rec.code, time.Since(start))
 }
+
+// route picks the handler for r, and names the route for metrics.
+func (h *httpKVAPI) route(r *http.Request) (string, http.HandlerFunc) {
+	p := r.URL.Path
+	switch {
+	case p == "/health":
+		return "health", h.only(http.MethodGet, h.health)
+	case p == "/metrics":
+		return "metrics", h.only(http.MethodGet, h.metrics.handler().ServeHTTP)
+	case p == "/v1/watch": // a stream: no request timeout
+		return "v1_watch", h.only(http.MethodGet, h.watch)
+	case p == "/v1/kv":
+		return "v1_list", h.timed(h.only(http.MethodGet, h.list))
+	case strings.HasPrefix(p, "/v1/kv/"):
+		return "v1_kv", h.timed(h.v1Key)
+	case p == "/v1/txn":
+		return "v1_txn", h.timed(h.only(http.MethodPost, h.txn))
+	case p == "/v1/status":
+		return "v1_status", h.only(http.MethodGet, h.statusReport)
+	case p == "/v1/members" || strings.HasPrefix(p, "/v1/members/"):
+		return "v1_members", h.timed(h.members)
+	case p == "/v1/leader":
+		return "v1_leader", h.timed(h.only(http.MethodPost, h.transferLeader))
+	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
+		return "v1_unknown", func(w http.ResponseWriter, r *http.Request) {
+			h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
+		}
+	default:
+		return "kv", h.timed(h.serveRoot)
+	}
+}
+
+// timed bounds a request by --request-timeout.
+func (h *httpKVAPI) timed(serve http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
+		defer cancel()
+		serve(w, r.WithContext(ctx))
+	}
+}
+
+// only answers 405 to methods other than method.
+func (h *httpKVAPI) only(method string, serve http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			h.methodNotAllowed(w, method)
+			return
+		}
+		serve(w, r)
+	}
+}
+
+// statusRecorder remembers the status code written, for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // serveRoot serves the original API, with plain-text errors as it had.
 func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 	key := strings.TrimPrefix(r.URL.Path, "/")
-	ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
-	defer cancel()
+	ctx := r.Context()
 	switch r.Method {
 	case http.MethodPut:
 		h.put(ctx, w, r, key)
@@ -184,7 +264,7 @@ func (h *httpKVAPI) addMember(ctx context.Context, w http.ResponseWriter, r *htt
 		h.fail(w, err)
 		return
 	}
-	if err := h.cluster.AddMember(ctx, id, strings.TrimSpace(string(body))); err != nil {
+	if _, err := h.cluster.AddMember(ctx, id, strings.TrimSpace(string(body)), false); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -220,11 +300,11 @@ func (h *httpKVAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 
 // fail writes err as a plain-text answer with the status it calls for.
 func (h *httpKVAPI) fail(w http.ResponseWriter, err error) {
-	http.Error(w, err.Error(), h.status(w, err))
+	http.Error(w, err.Error(), h.statusCode(w, err))
 }
 
-// status picks the status for err and sets the headers that go with it.
-func (h *httpKVAPI) status(w http.ResponseWriter, err error) int {
+// statusCode picks the status for err and sets the headers that go with it.
+func (h *httpKVAPI) statusCode(w http.ResponseWriter, err error) int {
 	code := statusFor(err)
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", h.retryAfter)

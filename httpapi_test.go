@@ -84,21 +84,38 @@ func (f *fakeStore) Watch(string, bool, uint64, bool) (*watcher, []event, error)
 
 func (f *fakeStore) Unwatch(*watcher) {}
 
-func (f *fakeStore) AddMember(_ context.Context, id uint64, u string) error {
+func (f *fakeStore) AddMember(_ context.Context, id uint64, u string, learner bool) (memberInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return f.err
+		return memberInfo{}, f.err
 	}
 	if err := validatePeerURL(u); err != nil {
-		return err
+		return memberInfo{}, err
 	}
 	if _, ok := f.members[id]; ok {
-		return fmt.Errorf("%w: member %d exists", errConflict, id)
+		return memberInfo{}, fmt.Errorf("%w: member %d exists", errConflict, id)
 	}
 	f.members[id] = u
-	return nil
+	return memberInfo{ID: id, PeerURL: u, Learner: learner}, nil
 }
+
+func (f *fakeStore) Members() []memberInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []memberInfo
+	for id, u := range f.members {
+		out = append(out, memberInfo{ID: id, PeerURL: u})
+	}
+	return out
+}
+
+func (f *fakeStore) PromoteMember(context.Context, uint64) error  { return f.err }
+func (f *fakeStore) TransferLeader(context.Context, uint64) error { return f.err }
+
+func (f *fakeStore) Status() memberStatus { return memberStatus{ID: 1, Members: f.Members()} }
+
+func (f *fakeStore) Health(context.Context, bool) error { return f.err }
 
 func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
 	f.mu.Lock()
@@ -114,8 +131,9 @@ func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
 }
 
 func newTestAPI(t *testing.T, f *fakeStore) *httptest.Server {
-	srv := httptest.NewServer(newHTTPKVAPI(f, f, httpConfig{
-		RequestTimeout: time.Second, MaxRequestBytes: 64, RetryAfter: 1500 * time.Millisecond, Logger: zap.NewNop(),
+	srv := httptest.NewServer(newHTTPKVAPI(f, f, f, httpConfig{
+		RequestTimeout: time.Second, MaxRequestBytes: 64, RetryAfter: 1500 * time.Millisecond,
+		Logger: zap.NewNop(), Metrics: newMetrics(),
 	}))
 	t.Cleanup(srv.Close)
 	return srv

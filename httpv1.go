@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,37 +24,8 @@ const (
 	maxListLimit     = 10000
 )
 
-func (h *httpKVAPI) serveV1(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.Path
-	if path == "/v1/watch" {
-		h.onlyMethod(w, r, http.MethodGet, h.watch)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
-	defer cancel()
-	r = r.WithContext(ctx)
-	switch {
-	case strings.HasPrefix(path, "/v1/kv/"):
-		h.v1Key(w, r, strings.TrimPrefix(path, "/v1/kv/"))
-	case path == "/v1/kv":
-		h.onlyMethod(w, r, http.MethodGet, h.list)
-	case path == "/v1/txn":
-		h.onlyMethod(w, r, http.MethodPost, h.txn)
-	default:
-		h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, path))
-	}
-}
-
-func (h *httpKVAPI) onlyMethod(w http.ResponseWriter, r *http.Request, method string, serve http.HandlerFunc) {
-	if r.Method != method {
-		w.Header().Set("Allow", method)
-		writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "method not allowed", Code: http.StatusMethodNotAllowed})
-		return
-	}
-	serve(w, r)
-}
-
-func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request, key string) {
+func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
 	if key == "" {
 		h.jsonFail(w, fmt.Errorf("%w: empty key", errInvalid))
 		return
@@ -66,8 +36,7 @@ func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request, key string) {
 	case http.MethodPut, http.MethodDelete:
 		h.v1Write(w, r, key)
 	default:
-		w.Header().Set("Allow", "GET, PUT, DELETE")
-		writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "method not allowed", Code: http.StatusMethodNotAllowed})
+		h.methodNotAllowed(w, "GET, PUT, DELETE")
 	}
 }
 
@@ -256,7 +225,7 @@ func (h *httpKVAPI) txn(w http.ResponseWriter, r *http.Request) {
 		h.jsonFail(w, err)
 	case res.Failed >= 0:
 		o := ops[res.Failed]
-		writeJSON(w, h.status(w, errCondition), struct {
+		writeJSON(w, h.statusCode(w, errCondition), struct {
 			jsonError
 			Failed int `json:"failed"`
 		}{jsonError{fmt.Sprintf("condition of op %d failed: key %q is not %s; nothing was applied", res.Failed, o.Key, describeCond(o)),
@@ -438,7 +407,7 @@ type jsonError struct {
 }
 
 func (h *httpKVAPI) jsonFail(w http.ResponseWriter, err error) {
-	code := h.status(w, err)
+	code := h.statusCode(w, err)
 	writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
 }
 

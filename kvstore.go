@@ -25,6 +25,7 @@ type kvstore struct {
 	historyLimit int
 	leader       *leaderWatch
 	readIndex    func(context.Context) (uint64, error)
+	metrics      *metrics
 
 	mu        sync.RWMutex
 	items     *btree.BTreeG[kvItem]
@@ -63,8 +64,9 @@ type commit struct {
 	applyDoneC    chan<- struct{}
 }
 
-func newKVStore(logger *zap.Logger, memberID uint64, historyLimit int, proposeC chan<- proposal) *kvstore {
-	return &kvstore{
+func newKVStore(logger *zap.Logger, m *metrics, memberID uint64, historyLimit int, proposeC chan<- proposal) *kvstore {
+	s := &kvstore{
+		metrics:      m,
 		proposeC:     proposeC,
 		logger:       logger,
 		ids:          idutil.NewGenerator(uint16(memberID), time.Now()),
@@ -76,6 +78,8 @@ func newKVStore(logger *zap.Logger, memberID uint64, historyLimit int, proposeC 
 		stopped:      make(chan struct{}),
 		fresh:        make(chan struct{}),
 	}
+	m.gaugeFunc("keys", "Keys in this member's state.", func() float64 { return float64(s.len()) })
+	return s
 }
 
 // start applies commits until commitC is closed. rc tells writers when
@@ -214,15 +218,19 @@ func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
 		return txnResult{}, errNoLeader
 	default:
 	}
+	s.metrics.proposalsPending.Inc()
+	defer s.metrics.proposalsPending.Dec()
 	r := request{ID: s.ids.Next(), Ops: ops}
 	ch := s.waits.Register(r.ID)
 	if err := submit(ctx, s.proposeC, proposal{data: encodeRequest(r)}, s.stopped); err != nil {
 		s.waits.Trigger(r.ID, nil)
+		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
 		return txnResult{}, err
 	}
 	x, err := await(ctx, ch, s.leader, s.stopped)
 	if err != nil {
 		s.waits.Trigger(r.ID, nil)
+		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
 		return txnResult{}, err
 	}
 	res, _ := x.(txnResult) // zero only if Trigger raced our cleanup
@@ -249,6 +257,7 @@ func (s *kvstore) apply(ents []committedEntry) {
 		res txnResult
 	}
 	var results []done
+	start := time.Now()
 	s.mu.Lock()
 	for _, e := range ents {
 		if len(e.data) == 0 {
@@ -265,6 +274,8 @@ func (s *kvstore) apply(ents []committedEntry) {
 	s.applied = ents[len(ents)-1].index
 	applied := s.applied
 	s.mu.Unlock()
+	s.metrics.applyDuration.Observe(time.Since(start).Seconds())
+	s.metrics.proposalsCommitted.Add(float64(len(results)))
 	for _, d := range results {
 		s.waits.Trigger(d.id, d.res)
 	}

@@ -111,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer logger.Sync()
 	cfg.raft.Logger = logger
+	cfg.raft.Metrics = newMetrics()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -136,7 +137,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 
 	proposeC := make(chan proposal)
 	confChangeC := make(chan proposal)
-	kvs := newKVStore(logger, cfg.raft.ID, cfg.watchHistory, proposeC)
+	kvs := newKVStore(logger, cfg.raft.Metrics, cfg.raft.ID, cfg.watchHistory, proposeC)
 	rc, err := newRaftNode(cfg.raft, kvs.getSnapshot, proposeC, confChangeC)
 	if err != nil {
 		return err
@@ -153,12 +154,14 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		return nil
 	}
 
-	api := newHTTPKVAPI(kvs, newMemberAPI(rc, confChangeC), httpConfig{
+	members := newMemberAPI(rc, confChangeC)
+	api := newHTTPKVAPI(kvs, members, newStatusReporter(rc, kvs, members), httpConfig{
 		RequestTimeout:  cfg.requestTimeout,
 		MaxRequestBytes: cfg.maxRequestBytes,
 		RetryAfter:      cfg.raft.electionTimeout(),
 		WatchHeartbeat:  10 * time.Second,
 		Logger:          logger,
+		Metrics:         cfg.raft.Metrics,
 	})
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(logger)}
 	srv.RegisterOnShutdown(api.closeStreams)

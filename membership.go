@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
-	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
-	"go.etcd.io/etcd/pkg/v3/idutil"
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -78,7 +75,12 @@ func (c *cluster) checkRemove(id uint64, cs *raftpb.ConfState) error {
 // state, so every member reaches the same verdict.
 func (c *cluster) checkApply(cc *raftpb.ConfChange, cs *raftpb.ConfState) error {
 	switch cc.GetType() {
-	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+	case raftpb.ConfChangeAddNode:
+		if isLearner(cs, cc.GetNodeId()) {
+			return nil // promotion of a learner that is a member
+		}
+		return c.checkAdd(cc.GetNodeId(), string(cc.GetContext()))
+	case raftpb.ConfChangeAddLearnerNode:
 		return c.checkAdd(cc.GetNodeId(), string(cc.GetContext()))
 	case raftpb.ConfChangeRemoveNode:
 		return c.checkRemove(cc.GetNodeId(), cs)
@@ -92,11 +94,38 @@ func (c *cluster) apply(cc *raftpb.ConfChange) {
 	defer c.mu.Unlock()
 	switch cc.GetType() {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
-		c.members[cc.GetNodeId()] = string(cc.GetContext())
+		if u := string(cc.GetContext()); u != "" || c.members[cc.GetNodeId()] == "" {
+			c.members[cc.GetNodeId()] = u
+		}
 	case raftpb.ConfChangeRemoveNode:
 		delete(c.members, cc.GetNodeId())
 		c.removed[cc.GetNodeId()] = true
 	}
+}
+
+func isLearner(cs *raftpb.ConfState, id uint64) bool {
+	return slices.Contains(cs.GetLearners(), id)
+}
+
+// peerURL returns member id's peer URL, or "" when it is not a member.
+func (c *cluster) peerURL(id uint64) string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.members[id]
+}
+
+// nextID returns an ID above every ID ever used in the cluster.
+func (c *cluster) nextID() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var top uint64
+	for id := range c.members {
+		top = max(top, id)
+	}
+	for id := range c.removed {
+		top = max(top, id)
+	}
+	return top + 1
 }
 
 func (c *cluster) isRemoved(id uint64) bool {
@@ -120,74 +149,4 @@ func (c *cluster) restore(members map[uint64]string, removed []uint64) {
 	for _, id := range removed {
 		c.removed[id] = true
 	}
-}
-
-// memberAPI serves membership requests: it checks them against the
-// replicated membership, proposes them on confChangeC and waits until this
-// member has applied them.
-type memberAPI struct {
-	rc          *raftNode
-	confChangeC chan<- proposal
-	ids         *idutil.Generator
-	busy        sync.Mutex // one change at a time from this member
-}
-
-func newMemberAPI(rc *raftNode, confChangeC chan<- proposal) *memberAPI {
-	return &memberAPI{rc: rc, confChangeC: confChangeC, ids: idutil.NewGenerator(uint16(rc.cfg.ID), time.Now())}
-}
-
-// AddMember adds member id reachable at peerURL as a voter.
-func (m *memberAPI) AddMember(ctx context.Context, id uint64, peerURL string) error {
-	if err := m.rc.members.checkAdd(id, peerURL); err != nil {
-		return err
-	}
-	nodeType := raftpb.ConfChangeAddNode
-	return m.propose(ctx, &raftpb.ConfChange{Type: &nodeType, NodeId: &id, Context: []byte(peerURL)})
-}
-
-// RemoveMember removes member id. The removed member shuts itself down.
-func (m *memberAPI) RemoveMember(ctx context.Context, id uint64) error {
-	if id == 0 {
-		return fmt.Errorf("%w: member ID 0", errInvalid)
-	}
-	if err := m.rc.members.checkRemove(id, m.rc.confStateNow()); err != nil {
-		return err
-	}
-	nodeType := raftpb.ConfChangeRemoveNode
-	return m.propose(ctx, &raftpb.ConfChange{Type: &nodeType, NodeId: &id})
-}
-
-var errChangeInProgress = fmt.Errorf("%w: another membership change is in progress; retry", errConflict)
-
-func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) error {
-	rc := m.rc
-	if !m.busy.TryLock() {
-		return errChangeInProgress
-	}
-	defer m.busy.Unlock()
-	// raft turns a second unapplied change into a no-op; refuse it here.
-	if rc.lastConfIndex.Load() > rc.applied.Load() {
-		return errChangeInProgress
-	}
-	select {
-	case <-rc.leader.lost():
-		return errNoLeader
-	default:
-	}
-	id := m.ids.Next()
-	cc.Id = &id
-	ch := rc.confWaits.Register(id)
-	if err := submit(ctx, m.confChangeC, proposal{confChange: cc}, rc.stopc); err != nil {
-		rc.confWaits.Trigger(id, nil)
-		return err
-	}
-	x, err := await(ctx, ch, rc.leader, rc.stopc)
-	if err != nil {
-		rc.confWaits.Trigger(id, nil)
-		return err
-	}
-	if err, _ := x.(error); err != nil {
-		return err
-	}
-	return nil
 }

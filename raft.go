@@ -45,6 +45,7 @@ type raftConfig struct {
 	HeartbeatTicks int
 	ReadTimeout    time.Duration // longest a ReadIndex round may take
 	Logger         *zap.Logger
+	Metrics        *metrics
 
 	// PeerListener, when set, serves raft peers instead of listening on this
 	// member's URL (tests use it to hold a free port without racing).
@@ -222,7 +223,11 @@ func (rc *raftNode) startTransport() error {
 			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
 		}
 	}
-	rc.peerServer = &http.Server{Handler: rc.transport.Handler(), ErrorLog: zap.NewStdLog(rc.logger)}
+	mux := http.NewServeMux()
+	mux.Handle(rafthttp.RaftPrefix, rc.transport.Handler())
+	mux.Handle(rafthttp.RaftPrefix+"/", rc.transport.Handler())
+	mux.HandleFunc(progressPath, rc.serveProgress)
+	rc.peerServer = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(rc.logger)}
 	rc.wg.Add(1)
 	go func() {
 		defer rc.wg.Done()
@@ -231,6 +236,11 @@ func (rc *raftNode) startTransport() error {
 		}
 	}()
 	return nil
+}
+
+// peerClient returns a client for requests to other members' peer URLs.
+func (rc *raftNode) peerClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second}
 }
 
 // syncTransport makes the transport's peers match the replicated membership.
@@ -315,8 +325,8 @@ func (rc *raftNode) serveChannels() {
 }
 
 func (rc *raftNode) handleReady(rd raft.Ready) error {
-	if rd.SoftState != nil {
-		rc.leader.set(rd.SoftState.Lead)
+	if rd.SoftState != nil && rc.leader.set(rd.SoftState.Lead) {
+		rc.cfg.Metrics.leaderChanged(rc.cfg.ID, rd.SoftState.Lead)
 	}
 	rc.reads.deliver(rd.ReadStates)
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
@@ -524,10 +534,12 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 	go func() {
 		defer rc.wg.Done()
 		defer rc.snapshotting.Store(false)
+		start := time.Now()
 		data := encodeSnapshot(snapshotState{Members: members, Removed: removed, KV: encodeKV()})
 		if err := rc.createSnapshot(index, cs, data); err != nil {
 			rc.fail(err)
 		}
+		rc.cfg.Metrics.snapshotDuration.Observe(time.Since(start).Seconds())
 	}()
 }
 

@@ -240,7 +240,7 @@ func TestSnapshotAfterApply(t *testing.T) {
 
 // The kvstore's snapshot restores to the same keys, values and revisions.
 func TestKVStoreSnapshotRoundTrip(t *testing.T) {
-	s := newKVStore(testLogger(t), 1, 100, nil)
+	s := newKVStore(testLogger(t), newMetrics(), 1, 100, nil)
 	s.apply([]committedEntry{
 		{index: 5, data: putEntry("foo", []byte("bar"))},
 		{index: 6, data: putEntry("bin\x00\xff", []byte{0, 1, 2})},
@@ -249,7 +249,7 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 		{index: 9},
 	})
 	data := s.getSnapshot()()
-	r := newKVStore(testLogger(t), 1, 100, nil)
+	r := newKVStore(testLogger(t), newMetrics(), 1, 100, nil)
 	if err := r.restore(data, 9); err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +361,7 @@ func TestRestartAppliesNothingTwice(t *testing.T) {
 func TestRestartRemembersAddedMembers(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.SnapshotCount = 2; cfg.CatchupEntries = 1 })
 	lns, urls := freeListeners(t, 1)
-	if err := c.members[0].members.AddMember(t.Context(), 4, urls[0]); err != nil {
+	if _, err := c.members[0].members.AddMember(t.Context(), 4, urls[0], false); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
@@ -535,7 +535,10 @@ func TestConcurrentMembershipChanges(t *testing.T) {
 	_, urls := freeListeners(t, 2)
 	results := make(chan error, 2)
 	for i, u := range urls {
-		go func() { results <- c.members[0].members.AddMember(t.Context(), uint64(4+i), u) }()
+		go func() {
+			_, err := c.members[0].members.AddMember(t.Context(), uint64(4+i), u, false)
+			results <- err
+		}()
 	}
 	var ok, conflict int
 	for range 2 {

@@ -95,7 +95,9 @@ func (ri *readIndexer) run() {
 		b := ri.next
 		ri.next = newReadBatch()
 		ri.mu.Unlock()
+		start := time.Now()
 		b.index, b.err = ri.round()
+		ri.rc.cfg.Metrics.readIndexDuration.Observe(time.Since(start).Seconds())
 		close(b.done)
 	}
 }

@@ -114,6 +114,22 @@ func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-ch
 	}
 }
 
+// failureReason names err for the proposals_failed_total metric.
+func failureReason(err error) string {
+	switch {
+	case errors.Is(err, errNoLeader), errors.Is(err, errLeaderLostMid):
+		return "no_leader"
+	case errors.Is(err, errDropped):
+		return "dropped"
+	case errors.Is(err, errTimeout):
+		return "timeout"
+	case errors.Is(err, errStopping):
+		return "stopping"
+	default:
+		return "other"
+	}
+}
+
 func ctxErr(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return errTimeout
@@ -124,28 +140,36 @@ func ctxErr(ctx context.Context) error {
 // leaderWatch tracks whether this member knows a leader. lost() returns a
 // channel that is closed once the member has been without a leader for the
 // grace period (one election timeout); a new channel replaces it when a
-// leader appears again.
+// leader appears again. changed() returns a channel closed at the next
+// change of leader.
 type leaderWatch struct {
 	grace time.Duration
 
-	mu     sync.Mutex
-	leader uint64
-	lostC  chan struct{}
-	timer  *time.Timer
+	mu       sync.Mutex
+	leader   uint64
+	lostC    chan struct{}
+	changedC chan struct{}
+	timer    *time.Timer
 }
 
 func newLeaderWatch(grace time.Duration) *leaderWatch {
-	w := &leaderWatch{grace: grace, lostC: make(chan struct{})}
+	w := &leaderWatch{grace: grace, lostC: make(chan struct{}), changedC: make(chan struct{})}
 	w.timer = time.AfterFunc(grace, w.expire)
 	return w
 }
 
-// set records the leader raft reported in a SoftState.
-func (w *leaderWatch) set(leader uint64) {
+// set records the leader raft reported in a SoftState and reports whether
+// it differs from the one before.
+func (w *leaderWatch) set(leader uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if leader == w.leader {
+		return false
+	}
 	had := w.leader != raft.None
 	w.leader = leader
+	close(w.changedC)
+	w.changedC = make(chan struct{})
 	switch {
 	case leader != raft.None && !had:
 		w.timer.Stop()
@@ -154,9 +178,16 @@ func (w *leaderWatch) set(leader uint64) {
 			w.lostC = make(chan struct{})
 		default:
 		}
-	case leader == raft.None && had:
+	case leader == raft.None:
 		w.timer.Reset(w.grace)
 	}
+	return true
+}
+
+func (w *leaderWatch) changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changedC
 }
 
 func (w *leaderWatch) expire() {

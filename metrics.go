@@ -1,0 +1,95 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are this member's own Prometheus metrics. They live in a registry
+// of their own (so several members can share a process in tests); /metrics
+// serves them together with the default registry, where etcd's rafthttp and
+// WAL packages register theirs (peer traffic, fsync durations).
+type metrics struct {
+	registry *prometheus.Registry
+
+	proposalsPending   prometheus.Gauge
+	proposalsCommitted prometheus.Counter
+	proposalsFailed    *prometheus.CounterVec
+	applyDuration      prometheus.Histogram
+	readIndexDuration  prometheus.Histogram
+	snapshotDuration   prometheus.Histogram
+	leaderChanges      prometheus.Counter
+	hasLeader          prometheus.Gauge
+	isLeader           prometheus.Gauge
+	httpRequests       *prometheus.CounterVec
+	httpDuration       *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	const ns = "raftexample"
+	fast := prometheus.ExponentialBuckets(0.0001, 2, 16) // 100µs .. ~3s
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		proposalsPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "proposals_pending",
+			Help: "Writes proposed by this member and not yet answered."}),
+		proposalsCommitted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "proposals_committed_total",
+			Help: "Write entries applied by this member (from any member)."}),
+		proposalsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "proposals_failed_total",
+			Help: "Writes proposed by this member that ended without an answer, by reason."}, []string{"reason"}),
+		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "apply_duration_seconds",
+			Help: "Time to apply one batch of committed entries.", Buckets: fast}),
+		readIndexDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "read_index_duration_seconds",
+			Help: "Time for one ReadIndex round (shared by concurrent linearizable reads).", Buckets: fast}),
+		snapshotDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "snapshot_duration_seconds",
+			Help: "Time to encode and save one snapshot.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leader_changes_total",
+			Help: "Times this member saw the leader change."}),
+		hasLeader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "has_leader",
+			Help: "1 if this member knows a leader."}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "is_leader",
+			Help: "1 if this member is the leader."}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
+			Help: "Client HTTP requests by route and status code."}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
+			Help: "Client HTTP request latency by route.", Buckets: fast}, []string{"route"}),
+	}
+	m.registry.MustRegister(m.proposalsPending, m.proposalsCommitted, m.proposalsFailed, m.applyDuration,
+		m.readIndexDuration, m.snapshotDuration, m.leaderChanges, m.hasLeader, m.isLeader,
+		m.httpRequests, m.httpDuration)
+	return m
+}
+
+// gaugeFunc registers a gauge whose value is read when scraped.
+func (m *metrics) gaugeFunc(name, help string, f func() float64) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "raftexample", Name: name, Help: help}, f))
+}
+
+// leaderChanged records what a new SoftState says about the leader.
+func (m *metrics) leaderChanged(self, leader uint64) {
+	m.leaderChanges.Inc()
+	m.hasLeader.Set(boolFloat(leader != 0))
+	m.isLeader.Set(boolFloat(leader == self))
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// handler serves this member's metrics with the process-wide default ones
+// (Go runtime, process, and etcd's rafthttp and WAL metrics).
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, m.registry}, promhttp.HandlerOpts{})
+}
+
+// observe records one HTTP request.
+func (m *metrics) observe(route string, code int, took time.Duration) {
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.httpDuration.WithLabelValues(route).Observe(took.Seconds())
+}
