@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -33,6 +33,7 @@ type config struct {
 	requestTimeout  time.Duration
 	maxRequestBytes int64
 	watchHistory    int
+	clientTLS       transport.TLSInfo
 	logLevel        string
 	showVersion     bool
 }
@@ -56,6 +57,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.raft.Tick, "tick", 100*time.Millisecond, "raft tick interval")
 	fs.IntVar(&c.raft.ElectionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.IntVar(&c.raft.HeartbeatTicks, "heartbeat-ticks", 1, "ticks between leader heartbeats")
+	fs.StringVar(&c.clientTLS.CertFile, "cert-file", "", "TLS certificate for the client API (serve https)")
+	fs.StringVar(&c.clientTLS.KeyFile, "key-file", "", "key of --cert-file")
+	fs.StringVar(&c.clientTLS.TrustedCAFile, "trusted-ca-file", "", "CA that signs client certificates")
+	fs.BoolVar(&c.clientTLS.ClientCertAuth, "client-cert-auth", false, "refuse clients without a certificate from --trusted-ca-file")
+	fs.StringVar(&c.raft.PeerTLS.CertFile, "peer-cert-file", "", "TLS certificate for peer links (https:// peer URLs)")
+	fs.StringVar(&c.raft.PeerTLS.KeyFile, "peer-key-file", "", "key of --peer-cert-file")
+	fs.StringVar(&c.raft.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "CA that signs peer certificates")
+	fs.BoolVar(&c.raft.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "refuse peers without a certificate from --peer-trusted-ca-file")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -78,12 +87,22 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--request-timeout must be positive")
 	case c.maxRequestBytes <= 0:
 		return c, errors.New("--max-request-bytes must be positive")
+	case tlsIncomplete(c.clientTLS):
+		return c, errors.New("--cert-file and --key-file go together; --client-cert-auth needs --trusted-ca-file")
+	case tlsIncomplete(c.raft.PeerTLS):
+		return c, errors.New("--peer-cert-file and --peer-key-file go together; --peer-client-cert-auth needs --peer-trusted-ca-file")
 	case c.watchHistory < 0:
 		return c, errors.New("--watch-history must not be negative")
 	case c.raft.SnapshotCount == 0:
 		return c, errors.New("--snapshot-count must be positive")
 	}
 	return c, nil
+}
+
+// tlsIncomplete reports TLS settings that cannot work.
+func tlsIncomplete(t transport.TLSInfo) bool {
+	return (t.CertFile == "") != (t.KeyFile == "") || (t.ClientCertAuth && t.TrustedCAFile == "") ||
+		(t.CertFile == "" && (t.ClientCertAuth || t.TrustedCAFile != ""))
 }
 
 func main() {
@@ -129,7 +148,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // serve runs a member until ctx ends or the member stops by itself.
 func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
-	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.port))
+	scheme := "http"
+	if !cfg.clientTLS.Empty() {
+		scheme = "https"
+	}
+	ln, err := transport.NewListener(fmt.Sprintf(":%d", cfg.port), scheme, &cfg.clientTLS)
 	if err != nil {
 		return fmt.Errorf("listen for clients: %w", err)
 	}

@@ -45,7 +45,7 @@ func newMemberAPI(rc *raftNode, confChangeC chan<- proposal) *memberAPI {
 		rc:          rc,
 		confChangeC: confChangeC,
 		ids:         idutil.NewGenerator(uint16(rc.cfg.ID), time.Now()),
-		peers:       rc.peerClient(),
+		peers:       rc.peerHTTP,
 	}
 }
 
@@ -84,6 +84,9 @@ func (m *memberAPI) AddMember(ctx context.Context, id uint64, peerURL string, le
 		id = m.rc.members.nextID()
 	}
 	if err := m.rc.members.checkAdd(id, peerURL); err != nil {
+		return memberInfo{}, err
+	}
+	if err := m.rc.cfg.checkScheme(peerURL); err != nil {
 		return memberInfo{}, err
 	}
 	kind := raftpb.ConfChangeAddNode

@@ -9,10 +9,12 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/pkg/v3/wait"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
@@ -47,9 +49,24 @@ type raftConfig struct {
 	Logger         *zap.Logger
 	Metrics        *metrics
 
+	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
+	PeerTLS transport.TLSInfo
+
 	// PeerListener, when set, serves raft peers instead of listening on this
 	// member's URL (tests use it to hold a free port without racing).
 	PeerListener net.Listener
+}
+
+// checkScheme requires https:// peer URLs with peer TLS and http:// without.
+func (c raftConfig) checkScheme(peerURL string) error {
+	want := "http://"
+	if !c.PeerTLS.Empty() {
+		want = "https://"
+	}
+	if !strings.HasPrefix(peerURL, want) {
+		return fmt.Errorf("%w: peer URL %s must start with %s (peer TLS is %s)", errInvalid, peerURL, want, map[bool]string{true: "off", false: "on"}[c.PeerTLS.Empty()])
+	}
+	return nil
 }
 
 // electionTimeout is how long followers wait for a leader before campaigning.
@@ -93,6 +110,7 @@ type raftNode struct {
 	snapMu      sync.Mutex // orders snapshot saves from the loop and the background
 	transport   *rafthttp.Transport
 	peerServer  *http.Server
+	peerHTTP    *http.Client // for requests of our own to peers (not raft messages)
 	members     *cluster
 	leader      *leaderWatch
 	confWaits   wait.Wait // membership change request ID -> error (nil when applied)
@@ -115,6 +133,11 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func() []byte, proposeC, con
 	}
 	if _, err := types.NewURLs(cfg.Peers); err != nil {
 		return nil, fmt.Errorf("--cluster: %w", err)
+	}
+	for _, u := range cfg.Peers {
+		if err := cfg.checkScheme(u); err != nil {
+			return nil, fmt.Errorf("--cluster: %w", err)
+		}
 	}
 	rc := &raftNode{
 		cfg:         cfg,
@@ -199,9 +222,15 @@ func (rc *raftNode) startTransport() error {
 		ServerStats: stats.NewServerStats("", ""),
 		LeaderStats: stats.NewLeaderStats(rc.logger, strconv.FormatUint(rc.cfg.ID, 10)),
 		ErrorC:      make(chan error, 1),
+		TLSInfo:     rc.cfg.PeerTLS,
 	}
 	if err := rc.transport.Start(); err != nil {
 		return fmt.Errorf("start peer transport: %w", err)
+	}
+	var err error
+	if rc.peerHTTP, err = rc.newPeerClient(); err != nil {
+		rc.transport.Stop()
+		return err
 	}
 	// --cluster names the peers to dial first; members added at run time
 	// come from the snapshot and the log.
@@ -212,15 +241,22 @@ func (rc *raftNode) startTransport() error {
 	}
 	rc.syncTransport()
 
-	var ln *stoppableListener
+	var sl *stoppableListener
 	if rc.cfg.PeerListener != nil {
-		ln = wrapStoppable(rc.cfg.PeerListener.(*net.TCPListener), rc.stopc)
+		sl = wrapStoppable(rc.cfg.PeerListener.(*net.TCPListener), rc.stopc)
 	} else {
 		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
-		var err error
-		if ln, err = newStoppableListener(u.Host, rc.stopc); err != nil {
+		if sl, err = newStoppableListener(u.Host, rc.stopc); err != nil {
 			rc.transport.Stop()
 			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
+		}
+	}
+	var ln net.Listener = sl
+	if !rc.cfg.PeerTLS.Empty() {
+		if ln, err = transport.NewTLSListener(sl, &rc.cfg.PeerTLS); err != nil {
+			sl.Close()
+			rc.transport.Stop()
+			return fmt.Errorf("peer TLS: %w", err)
 		}
 	}
 	mux := http.NewServeMux()
@@ -231,16 +267,23 @@ func (rc *raftNode) startTransport() error {
 	rc.wg.Add(1)
 	go func() {
 		defer rc.wg.Done()
-		if err := rc.peerServer.Serve(ln); !errors.Is(err, errListenerStopped) && !errors.Is(err, http.ErrServerClosed) {
+		err := rc.peerServer.Serve(ln)
+		select {
+		case <-rc.stopc: // stopping closed the listener
+		default:
 			rc.fail(fmt.Errorf("serve raft peers: %w", err))
 		}
 	}()
 	return nil
 }
 
-// peerClient returns a client for requests to other members' peer URLs.
-func (rc *raftNode) peerClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second}
+// newPeerClient returns a client for requests to other members' peer URLs.
+func (rc *raftNode) newPeerClient() (*http.Client, error) {
+	tr, err := transport.NewTransport(rc.cfg.PeerTLS, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("peer client: %w", err)
+	}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, nil
 }
 
 // syncTransport makes the transport's peers match the replicated membership.
