@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // opTimeout bounds the waits of these tests for a cluster to converge.
@@ -390,12 +391,9 @@ func TestPromoteRefusedWhileLearnerFarBehind(t *testing.T) {
 	putOK(t, bases[0], "warm", "up")
 	eventually(t, opTimeout, func() error {
 		lead := c.byID(c.waitLeader())
-		p, err := lead.rc.learnerProgress(id4)
-		if err != nil {
-			return err
-		}
-		if !p.Replicating || p.Match < p.Commit {
-			return fmt.Errorf("learner %d seen by leader %d: %+v", id4, lead.cfg.ID, p)
+		st := lead.rc.node.Status()
+		if pr := st.Progress[id4]; pr.State != tracker.StateReplicate || pr.Match < st.GetCommit() {
+			return fmt.Errorf("learner %d seen by leader %d: %v at %d of %d", id4, lead.cfg.ID, pr.State, pr.Match, st.GetCommit())
 		}
 		return nil
 	})

@@ -1,12 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -29,24 +30,39 @@ type memberInfo struct {
 	Leader  bool   `json:"leader"`
 }
 
-// memberAPI serves membership requests: it checks them against the
-// replicated membership, proposes them on confChangeC and waits until this
-// member has applied them. It also moves leadership on request.
+// memberChange is one membership request. Every member accepts them, but
+// only the leader carries them out: raft's leader silently turns a change
+// proposed while another is unapplied into an empty entry, and only the
+// leader's log shows every change in flight. Other members forward the
+// request to the leader over the peer port.
+type memberChange struct {
+	Op      string `json:"op"` // "add", "promote" or "remove"
+	ID      uint64 `json:"id"` // 0 for add: the leader picks one
+	PeerURL string `json:"peerURL,omitempty"`
+	Learner bool   `json:"learner,omitempty"`
+}
+
+// changeResult tells the requesting member what the leader did.
+type changeResult struct {
+	ID    uint64 `json:"id"`    // the member changed
+	Index uint64 `json:"index"` // raft index of the applied change
+}
+
+// memberAPI serves membership requests: the leader checks them against the
+// replicated membership, proposes them on confChangeC and waits until it
+// has applied them; the member that took the request then waits until it
+// has applied them too. It also moves leadership on request.
 type memberAPI struct {
 	rc          *raftNode
 	confChangeC chan<- proposal
 	ids         *idutil.Generator
-	busy        sync.Mutex // one change at a time from this member
-	peers       *http.Client
+	busy        sync.Mutex // one change at a time
 }
 
 func newMemberAPI(rc *raftNode, confChangeC chan<- proposal) *memberAPI {
-	return &memberAPI{
-		rc:          rc,
-		confChangeC: confChangeC,
-		ids:         idutil.NewGenerator(uint16(rc.cfg.ID), time.Now()),
-		peers:       rc.peerHTTP,
-	}
+	m := &memberAPI{rc: rc, confChangeC: confChangeC, ids: idutil.NewGenerator(uint16(rc.cfg.ID), time.Now())}
+	rc.memberAPI.Store(m)
+	return m
 }
 
 var errChangeInProgress = fmt.Errorf("%w: another membership change is in progress; retry", errConflict)
@@ -76,45 +92,17 @@ func cmpUint(a, b uint64) int {
 // AddMember adds a member reachable at peerURL, as a learner or a voter. An
 // id of 0 picks one above every ID the cluster ever used.
 func (m *memberAPI) AddMember(ctx context.Context, id uint64, peerURL string, learner bool) (memberInfo, error) {
-	if !m.busy.TryLock() {
-		return memberInfo{}, errChangeInProgress
-	}
-	defer m.busy.Unlock()
-	if id == 0 {
-		id = m.rc.members.nextID()
-	}
-	if err := m.rc.members.checkAdd(id, peerURL); err != nil {
+	if err := validatePeerURL(peerURL); err != nil {
 		return memberInfo{}, err
 	}
-	if err := m.rc.cfg.checkScheme(peerURL); err != nil {
-		return memberInfo{}, err
-	}
-	kind := raftpb.ConfChangeAddNode
-	if learner {
-		kind = raftpb.ConfChangeAddLearnerNode
-	}
-	err := m.propose(ctx, &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(peerURL)})
-	return memberInfo{ID: id, PeerURL: peerURL, Learner: learner}, err
+	res, err := m.change(ctx, memberChange{Op: "add", ID: id, PeerURL: peerURL, Learner: learner})
+	return memberInfo{ID: res.ID, PeerURL: peerURL, Learner: learner}, err
 }
 
 // PromoteMember makes learner id a voter, once it has caught up.
 func (m *memberAPI) PromoteMember(ctx context.Context, id uint64) error {
-	if !m.busy.TryLock() {
-		return errChangeInProgress
-	}
-	defer m.busy.Unlock()
-	u := m.rc.members.peerURL(id)
-	switch {
-	case u == "":
-		return fmt.Errorf("%w: member %d is not in the cluster", errNotFound, id)
-	case !isLearner(m.rc.confStateNow(), id):
-		return fmt.Errorf("%w: member %d is already a voter", errConflict, id)
-	}
-	if err := m.learnerReady(ctx, id); err != nil {
-		return err
-	}
-	kind := raftpb.ConfChangeAddNode
-	return m.propose(ctx, &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(u)})
+	_, err := m.change(ctx, memberChange{Op: "promote", ID: id})
+	return err
 }
 
 // RemoveMember removes member id; if it leads, leadership moves first. The
@@ -123,22 +111,157 @@ func (m *memberAPI) RemoveMember(ctx context.Context, id uint64) error {
 	if id == 0 {
 		return fmt.Errorf("%w: member ID 0", errInvalid)
 	}
-	if !m.busy.TryLock() {
-		return errChangeInProgress
-	}
-	defer m.busy.Unlock()
-	cs := m.rc.confStateNow()
-	if err := m.rc.members.checkRemove(id, cs); err != nil {
-		return err
-	}
-	if id == m.rc.leader.current() {
-		next := otherVoter(cs, id)
-		if err := m.TransferLeader(ctx, next); err != nil {
-			return fmt.Errorf("move leadership from %d to %d before removing it: %w", id, next, err)
+	_, err := m.change(ctx, memberChange{Op: "remove", ID: id})
+	return err
+}
+
+// change has the leader carry out mc, then waits until this member has
+// applied it as well.
+func (m *memberAPI) change(ctx context.Context, mc memberChange) (changeResult, error) {
+	var res changeResult
+	var err error
+	switch lead := m.rc.leader.current(); lead {
+	case raft.None:
+		return res, errNoLeader
+	case m.rc.cfg.ID:
+		res, err = m.changeAsLeader(ctx, mc)
+	default:
+		res, err = m.forward(ctx, lead, mc)
+		var re remoteError
+		if err != nil && mc.Op == "remove" && !errors.As(err, &re) {
+			// The leader may have removed itself and stopped before it
+			// could answer; the membership will tell.
+			err = nil
 		}
 	}
-	kind := raftpb.ConfChangeRemoveNode
-	return m.propose(ctx, &raftpb.ConfChange{Type: &kind, NodeId: &id})
+	if err != nil {
+		return res, err
+	}
+	return res, m.waitApplied(ctx, mc, res.Index)
+}
+
+// waitApplied waits until this member has applied mc, which the leader
+// applied at index. A removal is known to have applied when the member is
+// gone: the leader cannot name the index when it removed itself.
+func (m *memberAPI) waitApplied(ctx context.Context, mc memberChange, index uint64) error {
+	rc := m.rc
+	for {
+		applied := rc.applied.Load()
+		if mc.Op == "remove" && rc.members.isRemoved(mc.ID) || mc.Op != "remove" && applied >= index {
+			return nil
+		}
+		select {
+		case <-rc.appliedAt.Wait(applied + 1):
+		case <-rc.stopc:
+			if m.removedItself(mc) {
+				return nil
+			}
+			return errStopping
+		case <-ctx.Done():
+			return ctxErr(ctx)
+		}
+	}
+}
+
+// removedItself reports whether mc removed this member, which then learned
+// of it, possibly from its peers before it applied the change itself.
+func (m *memberAPI) removedItself(mc memberChange) bool {
+	return mc.Op == "remove" && mc.ID == m.rc.cfg.ID && m.rc.removedSelf.Load()
+}
+
+// changeAsLeader checks and proposes mc on the leader.
+func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (changeResult, error) {
+	rc := m.rc
+	if mc.Op == "remove" && mc.ID == rc.cfg.ID {
+		return m.removeLeader(ctx, mc)
+	}
+	if !m.busy.TryLock() {
+		return changeResult{}, errChangeInProgress
+	}
+	defer m.busy.Unlock()
+	// A new leader ignores membership changes until it has applied an entry
+	// of its own term, and raft turns a change proposed while another is
+	// unapplied into a no-op: wait for the first, refuse the second.
+	select {
+	case <-rc.appliedAt.Wait(rc.leaderStart.Load()):
+	case <-ctx.Done():
+		return changeResult{}, ctxErr(ctx)
+	}
+	if rc.lastConfIndex.Load() > rc.applied.Load() {
+		return changeResult{}, errChangeInProgress
+	}
+	cc, err := m.confChangeFor(&mc)
+	if err != nil {
+		return changeResult{}, err
+	}
+	index, err := m.propose(ctx, cc)
+	return changeResult{ID: mc.ID, Index: index}, err
+}
+
+// removeLeader removes this member, the leader: it hands leadership to
+// another voter and asks that one to carry out the removal.
+func (m *memberAPI) removeLeader(ctx context.Context, mc memberChange) (changeResult, error) {
+	cs := m.rc.confStateNow()
+	if err := m.rc.members.checkRemove(mc.ID, cs); err != nil {
+		return changeResult{}, err
+	}
+	next := otherVoter(cs, mc.ID)
+	if err := m.TransferLeader(ctx, next); err != nil {
+		return changeResult{}, fmt.Errorf("move leadership from %d to %d before removing it: %w", mc.ID, next, err)
+	}
+	res, err := m.forward(ctx, next, mc)
+	var re remoteError
+	if err != nil && !errors.As(err, &re) && m.removedItself(mc) {
+		err = nil // removed, and stopped before the answer came
+	}
+	return res, err
+}
+
+// confChangeFor validates mc against the membership and returns the raft
+// change that carries it out.
+func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) {
+	rc := m.rc
+	cs := rc.confStateNow()
+	id := mc.ID
+	switch mc.Op {
+	case "add":
+		if id == 0 {
+			id = rc.members.nextID()
+			mc.ID = id
+		}
+		if err := rc.members.checkAdd(id, mc.PeerURL); err != nil {
+			return nil, err
+		}
+		if err := rc.cfg.checkScheme(mc.PeerURL); err != nil {
+			return nil, err
+		}
+		kind := raftpb.ConfChangeAddNode
+		if mc.Learner {
+			kind = raftpb.ConfChangeAddLearnerNode
+		}
+		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(mc.PeerURL)}, nil
+	case "promote":
+		u := rc.members.peerURL(id)
+		switch {
+		case u == "":
+			return nil, fmt.Errorf("%w: member %d is not in the cluster", errNotFound, id)
+		case !isLearner(cs, id):
+			return nil, fmt.Errorf("%w: member %d is already a voter", errConflict, id)
+		}
+		if err := rc.learnerReady(id); err != nil {
+			return nil, err
+		}
+		kind := raftpb.ConfChangeAddNode
+		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(u)}, nil
+	case "remove":
+		if err := rc.members.checkRemove(id, cs); err != nil {
+			return nil, err
+		}
+		kind := raftpb.ConfChangeRemoveNode
+		return &raftpb.ConfChange{Type: &kind, NodeId: &id}, nil
+	default:
+		return nil, fmt.Errorf("%w: unknown membership change %q", errInvalid, mc.Op)
+	}
 }
 
 // otherVoter picks the lowest voter ID other than id.
@@ -186,15 +309,13 @@ func (m *memberAPI) TransferLeader(ctx context.Context, id uint64) error {
 	}
 }
 
-func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) error {
+// propose submits cc and waits until this member has applied it; it returns
+// the raft index of the change.
+func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) (uint64, error) {
 	rc := m.rc
-	// raft turns a second unapplied change into a no-op; refuse it here.
-	if rc.lastConfIndex.Load() > rc.applied.Load() {
-		return errChangeInProgress
-	}
 	select {
 	case <-rc.leader.lost():
-		return errNoLeader
+		return 0, errNoLeader
 	default:
 	}
 	id := m.ids.Next()
@@ -202,94 +323,110 @@ func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) error {
 	ch := rc.confWaits.Register(id)
 	if err := submit(ctx, m.confChangeC, proposal{confChange: cc}, rc.stopc); err != nil {
 		rc.confWaits.Trigger(id, nil)
-		return err
+		return 0, err
 	}
 	x, err := await(ctx, ch, rc.leader, rc.stopc)
 	if err != nil {
 		rc.confWaits.Trigger(id, nil)
-		return err
+		return 0, err
 	}
-	if err, _ := x.(error); err != nil {
-		return err
-	}
-	return nil
+	r, _ := x.(confApplied)
+	return r.index, r.err
 }
 
-// learnerProgress is how the leader sees a learner's log.
-type learnerProgress struct {
-	Match       uint64 `json:"match"`
-	Commit      uint64 `json:"commit"`
-	Replicating bool   `json:"replicating"`
+// confApplied is what raftNode tells a waiting membership request.
+type confApplied struct {
+	index uint64
+	err   error // why the change was skipped, or nil
 }
 
 // learnerReady tells whether learner id is close enough to the leader to
-// become a voter. Only the leader tracks followers' logs, so a member that
-// does not lead asks the leader over the peer connection.
-func (m *memberAPI) learnerReady(ctx context.Context, id uint64) error {
-	var p learnerProgress
-	var err error
-	switch lead := m.rc.leader.current(); lead {
-	case raft.None:
-		return errNoLeader
-	case m.rc.cfg.ID:
-		p, err = m.rc.learnerProgress(id)
-	default:
-		p, err = m.askLeader(ctx, lead, id)
+// become a voter; it runs on the leader, the only member tracking others'
+// logs.
+func (rc *raftNode) learnerReady(id uint64) error {
+	st := rc.node.Status()
+	if st.RaftState != raft.StateLeader {
+		return fmt.Errorf("%w: member %d no longer leads", errNoLeader, rc.cfg.ID)
 	}
-	if err != nil {
-		return err
+	pr, ok := st.Progress[id]
+	if !ok {
+		return fmt.Errorf("%w: member %d is not in the cluster", errNotFound, id)
 	}
-	if !p.Replicating || p.Match+promoteMaxLag < p.Commit {
+	if pr.State != tracker.StateReplicate || pr.Match+promoteMaxLag < st.GetCommit() {
 		return fmt.Errorf("%w: learner %d is behind the leader (has %d of %d entries); retry when it has caught up",
-			errConflict, id, p.Match, p.Commit)
+			errConflict, id, pr.Match, st.GetCommit())
 	}
 	return nil
 }
 
-func (m *memberAPI) askLeader(ctx context.Context, lead, id uint64) (learnerProgress, error) {
-	var p learnerProgress
-	u := m.rc.members.peerURL(lead)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+progressPath+strconv.FormatUint(id, 10), nil)
+// membersPath is served on the peer port: the leader carries out membership
+// requests forwarded by other members.
+const membersPath = "/raftexample/members"
+
+func (m *memberAPI) forward(ctx context.Context, lead uint64, mc memberChange) (changeResult, error) {
+	var res changeResult
+	body, _ := json.Marshal(mc)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.rc.members.peerURL(lead)+membersPath, bytes.NewReader(body))
 	if err != nil {
-		return p, err
+		return res, err
 	}
-	resp, err := m.peers.Do(req)
+	resp, err := m.rc.peerHTTP.Do(req)
 	if err != nil {
-		return p, fmt.Errorf("%w: ask leader %d about learner %d: %v", errNoLeader, lead, id, err)
+		if ctx.Err() != nil {
+			return res, ctxErr(ctx)
+		}
+		return res, fmt.Errorf("%w: forward to leader %d: %v", errNoLeader, lead, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return p, fmt.Errorf("%w: leader %d answered %s about learner %d", errNoLeader, lead, resp.Status, id)
+		var je jsonError
+		if err := json.NewDecoder(resp.Body).Decode(&je); err != nil || je.Code == 0 {
+			return res, fmt.Errorf("%w: leader %d answered %s", errNoLeader, lead, resp.Status)
+		}
+		return res, remoteError{msg: je.Error, code: je.Code}
 	}
-	return p, json.NewDecoder(resp.Body).Decode(&p)
+	err = json.NewDecoder(resp.Body).Decode(&res)
+	return res, err
 }
 
-// progressPath is served on the peer port: the leader's view of a learner.
-const progressPath = "/raftexample/progress/"
-
-func (rc *raftNode) learnerProgress(id uint64) (learnerProgress, error) {
-	st := rc.node.Status()
-	if st.RaftState != raft.StateLeader {
-		return learnerProgress{}, fmt.Errorf("%w: member %d no longer leads", errNoLeader, rc.cfg.ID)
-	}
-	pr, ok := st.Progress[id]
-	if !ok {
-		return learnerProgress{}, fmt.Errorf("%w: member %d is not in the cluster", errNotFound, id)
-	}
-	return learnerProgress{Match: pr.Match, Commit: st.GetCommit(), Replicating: pr.State == tracker.StateReplicate}, nil
+// remoteError is an error the leader answered a forwarded request with. It
+// matches the request errors that map to the same status code, so it is
+// answered the way the leader answered it.
+type remoteError struct {
+	msg  string
+	code int
 }
 
-func (rc *raftNode) serveProgress(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseUint(r.URL.Path[len(progressPath):], 10, 64)
+func (e remoteError) Error() string { return e.msg }
+
+func (e remoteError) Is(target error) bool {
+	var re remoteError
+	return !errors.As(target, &re) && statusFor(target) == e.code
+}
+
+// serveMembers carries out a forwarded membership request, if this member
+// still leads.
+func (rc *raftNode) serveMembers(w http.ResponseWriter, r *http.Request) {
+	m := rc.memberAPI.Load()
+	var mc memberChange
+	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&mc)
+	var res changeResult
+	switch {
+	case r.Method != http.MethodPost:
+		err = fmt.Errorf("%w: POST only", errInvalid)
+	case err != nil:
+		err = fmt.Errorf("%w: %v", errInvalid, err)
+	case m == nil:
+		err = fmt.Errorf("%w: member %d is starting", errStopping, rc.cfg.ID)
+	case rc.leader.current() != rc.cfg.ID:
+		err = fmt.Errorf("%w: member %d does not lead", errNoLeader, rc.cfg.ID)
+	default:
+		res, err = m.changeAsLeader(r.Context(), mc)
+	}
 	if err != nil {
-		http.Error(w, "bad member ID", http.StatusBadRequest)
+		code := statusFor(err)
+		writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
 		return
 	}
-	p, err := rc.learnerProgress(id)
-	if err != nil {
-		http.Error(w, err.Error(), statusFor(err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(p)
+	writeJSON(w, http.StatusOK, res)
 }

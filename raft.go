@@ -95,6 +95,7 @@ type raftNode struct {
 	snapshotIndex uint64
 	appliedIndex  uint64
 	bootSnapshot  *raftpb.Snapshot // restored first, before any Ready
+	leading       bool             // raft state is leader
 
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
@@ -113,7 +114,11 @@ type raftNode struct {
 	peerHTTP    *http.Client // for requests of our own to peers (not raft messages)
 	members     *cluster
 	leader      *leaderWatch
-	confWaits   wait.Wait // membership change request ID -> error (nil when applied)
+	confWaits   wait.Wait                 // membership change request ID -> confApplied
+	appliedAt   wait.WaitTime             // appliedIndex reached (membership changes included)
+	memberAPI   atomic.Pointer[memberAPI] // serves forwarded membership requests
+	removedSelf atomic.Bool               // this member's removal is known
+	leaderStart atomic.Uint64             // first entry of this member's current leadership
 	reads       *readIndexer
 
 	stopc    chan struct{} // closed to stop
@@ -152,6 +157,7 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func() []byte, proposeC, con
 		members:     newCluster(),
 		leader:      newLeaderWatch(cfg.electionTimeout()),
 		confWaits:   wait.New(),
+		appliedAt:   wait.NewTimeList(),
 		stopc:       make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -262,7 +268,7 @@ func (rc *raftNode) startTransport() error {
 	mux := http.NewServeMux()
 	mux.Handle(rafthttp.RaftPrefix, rc.transport.Handler())
 	mux.Handle(rafthttp.RaftPrefix+"/", rc.transport.Handler())
-	mux.HandleFunc(progressPath, rc.serveProgress)
+	mux.HandleFunc(membersPath, rc.serveMembers)
 	rc.peerServer = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(rc.logger)}
 	rc.wg.Add(1)
 	go func() {
@@ -368,10 +374,22 @@ func (rc *raftNode) serveChannels() {
 }
 
 func (rc *raftNode) handleReady(rd raft.Ready) error {
-	if rd.SoftState != nil && rc.leader.set(rd.SoftState.Lead) {
-		rc.cfg.Metrics.leaderChanged(rc.cfg.ID, rd.SoftState.Lead)
+	becameLeader := false
+	if rd.SoftState != nil {
+		becameLeader = !rc.leading && rd.SoftState.RaftState == raft.StateLeader
+		rc.leading = rd.SoftState.RaftState == raft.StateLeader
+		if rc.leader.set(rd.SoftState.Lead) {
+			rc.cfg.Metrics.leaderChanged(rc.cfg.ID, rd.SoftState.Lead)
+		}
 	}
 	rc.reads.deliver(rd.ReadStates)
+	if rc.leading {
+		// A leader may send its entries before writing them: followers
+		// persist them in parallel with it, and an entry commits only once a
+		// quorum, counting the leader only after its own write, has it
+		// (raft thesis §10.2.1).
+		rc.transport.Send(rc.processMessages(rd.Messages))
+	}
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	if hasSnap {
 		// The snapshot file goes first: the WAL must never name a snapshot
@@ -394,8 +412,15 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	if err := rc.raftStorage.Append(rd.Entries); err != nil {
 		return fmt.Errorf("append to raft storage: %w", err)
 	}
+	if becameLeader { // its first entry, the empty one raft appends, is last
+		last, _ := rc.raftStorage.LastIndex()
+		rc.leaderStart.Store(last)
+	}
 	rc.noteConfChanges(rd.Entries)
-	rc.transport.Send(rc.processMessages(rd.Messages))
+	if !rc.leading {
+		// Others' messages acknowledge what was just written: send after.
+		rc.transport.Send(rc.processMessages(rd.Messages))
+	}
 	ents, err := rc.entriesToApply(rd.CommittedEntries)
 	if err != nil {
 		return err
@@ -475,8 +500,7 @@ func (rc *raftNode) publishEntries(ents []*raftpb.Entry) (<-chan struct{}, error
 	case <-rc.stopc:
 		return nil, errStopping
 	}
-	rc.appliedIndex = batch[len(batch)-1].index
-	rc.applied.Store(rc.appliedIndex)
+	rc.setApplied(batch[len(batch)-1].index)
 	if removed {
 		select { // let the kvstore finish, so nothing acknowledged is cut short
 		case <-applyDoneC:
@@ -506,7 +530,7 @@ func (rc *raftNode) applyConfChange(e *raftpb.Entry) bool {
 		rc.logger.Info("applied membership change", zap.Uint64("index", e.GetIndex()),
 			zap.Stringer("type", cc.GetType()), zap.Uint64("member", cc.GetNodeId()))
 	}
-	rc.confWaits.Trigger(cc.GetId(), err)
+	rc.confWaits.Trigger(cc.GetId(), confApplied{index: e.GetIndex(), err: err})
 	return err == nil && cc.GetType() == raftpb.ConfChangeRemoveNode && cc.GetNodeId() == rc.cfg.ID
 }
 
@@ -547,8 +571,7 @@ func (rc *raftNode) publishSnapshot(s *raftpb.Snapshot) error {
 		return errStopping
 	}
 	rc.snapshotIndex = md.GetIndex()
-	rc.appliedIndex = md.GetIndex()
-	rc.applied.Store(rc.appliedIndex)
+	rc.setApplied(md.GetIndex())
 	return nil
 }
 
@@ -612,6 +635,12 @@ func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []by
 	return nil
 }
 
+func (rc *raftNode) setApplied(index uint64) {
+	rc.appliedIndex = index
+	rc.applied.Store(index)
+	rc.appliedAt.Trigger(index)
+}
+
 func (rc *raftNode) setConfState(cs *raftpb.ConfState) {
 	rc.confState = cs
 	rc.sharedConf.Store(cs)
@@ -623,6 +652,9 @@ func (rc *raftNode) confStateNow() *raftpb.ConfState { return rc.sharedConf.Load
 // fail records the first fatal error and stops the member. errStopping is
 // not an error: it is how the loops notice a stop already under way.
 func (rc *raftNode) fail(err error) {
+	if errors.Is(err, errRemoved) {
+		rc.removedSelf.Store(true)
+	}
 	if !errors.Is(err, errStopping) {
 		rc.errOnce.Do(func() { rc.err = err })
 	}
@@ -641,8 +673,13 @@ func (rc *raftNode) Stop() {
 // started, closes the WAL, and reports the first error on errorC.
 func (rc *raftNode) shutdown() {
 	rc.stop()
-	rc.peerServer.Close()
-	rc.transport.Stop()
+	rc.transport.Stop() // ends the peers' streams
+	// Let forwarded requests in flight be answered, briefly.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if rc.peerServer.Shutdown(ctx) != nil {
+		rc.peerServer.Close()
+	}
+	cancel()
 	rc.node.Stop()
 	rc.wg.Wait() // proposer, peer server, purgers, background snapshot
 	rc.leader.stop()
