@@ -81,12 +81,24 @@ type member struct {
 	proposeC    chan proposal
 	confChangeC chan proposal
 	srv         *httptest.Server
+
+	historyLimit int // the kvstore's watch history window
 }
+
+// defaultTestHistory is the watch history window of test members.
+const defaultTestHistory = 1000
 
 func startMember(t testing.TB, cfg raftConfig) *member {
 	t.Helper()
-	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal)}
-	m.kvs = newKVStore(cfg.Logger, cfg.Metrics, cfg.ID, 1000, m.proposeC)
+	return startMemberWithHistory(t, cfg, defaultTestHistory)
+}
+
+// startMemberWithHistory starts a member whose kvstore retains historyLimit
+// events for watches.
+func startMemberWithHistory(t testing.TB, cfg raftConfig, historyLimit int) *member {
+	t.Helper()
+	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal), historyLimit: historyLimit}
+	m.kvs = newKVStore(cfg.Logger, cfg.Metrics, cfg.ID, historyLimit, m.proposeC)
 	rc, err := newRaftNode(cfg, m.kvs.getSnapshot, m.proposeC, m.confChangeC)
 	if err != nil {
 		t.Fatalf("start member %d: %v", cfg.ID, err)
@@ -127,6 +139,13 @@ type testCluster struct {
 
 func newTestCluster(t testing.TB, n int, tweak func(*raftConfig)) *testCluster {
 	t.Helper()
+	return newTestClusterWithHistory(t, n, defaultTestHistory, tweak)
+}
+
+// newTestClusterWithHistory is newTestCluster with members that retain
+// historyLimit events for watches, also across restarts.
+func newTestClusterWithHistory(t testing.TB, n, historyLimit int, tweak func(*raftConfig)) *testCluster {
+	t.Helper()
 	lns, peers := freeListeners(t, n)
 	c := &testCluster{t: t, dir: t.TempDir(), peers: peers}
 	for i := range n {
@@ -135,7 +154,7 @@ func newTestCluster(t testing.TB, n int, tweak func(*raftConfig)) *testCluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		c.members = append(c.members, startMember(t, cfg))
+		c.members = append(c.members, startMemberWithHistory(t, cfg, historyLimit))
 	}
 	c.waitLeader()
 	return c
@@ -176,7 +195,7 @@ func (c *testCluster) restart(i int) *member {
 	cfg := old.cfg
 	cfg.PeerListener = relisten(c.t, c.peers[i])
 	cfg.Metrics = newMetrics() // a new process would start with fresh ones
-	c.members[i] = startMember(c.t, cfg)
+	c.members[i] = startMemberWithHistory(c.t, cfg, old.historyLimit)
 	c.waitLeader()
 	return c.members[i]
 }

@@ -19,7 +19,7 @@ type kvAPI interface {
 	Get(ctx context.Context, key string, serializable bool) (kvItem, bool, error)
 	List(ctx context.Context, prefix, after string, limit int, serializable bool) (items []kvItem, more bool, err error)
 	Txn(ctx context.Context, ops []op) (txnResult, error)
-	Watch(key string, prefix bool, afterRev uint64, resume bool) (*watcher, []event, error)
+	Watch(key string, prefix bool, afterRev uint64, resume bool) (w *watcher, backlog []event, from uint64, err error)
 	Unwatch(w *watcher)
 }
 

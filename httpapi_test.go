@@ -78,8 +78,8 @@ func (f *fakeStore) Txn(_ context.Context, ops []op) (txnResult, error) {
 	return res, nil
 }
 
-func (f *fakeStore) Watch(string, bool, uint64, bool) (*watcher, []event, error) {
-	return nil, nil, errCompacted
+func (f *fakeStore) Watch(string, bool, uint64, bool) (*watcher, []event, uint64, error) {
+	return nil, nil, 0, errCompacted
 }
 
 func (f *fakeStore) Unwatch(*watcher) {}

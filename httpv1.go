@@ -321,7 +321,7 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	wt, backlog, err := h.store.Watch(key, prefix, rev, revText != "")
+	wt, backlog, from, err := h.store.Watch(key, prefix, rev, revText != "")
 	if err != nil {
 		h.jsonFail(w, fmt.Errorf("watch from rev %d: %w", rev, err))
 		return
@@ -336,7 +336,7 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 	for _, e := range backlog {
 		sse.event("", e.Rev, newJSONEvent(e))
 	}
-	last := rev
+	last := from // the last revision this client has seen whole
 	if n := len(backlog); n > 0 {
 		last = backlog[n-1].Rev
 	}

@@ -295,17 +295,19 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 			return res
 		}
 	}
+	var evs []event
 	for _, o := range ops {
 		switch o.Kind {
 		case opPut:
 			s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: o.Value, Rev: index})
-			s.record(event{Type: opPut, Key: o.Key, Value: o.Value, Rev: index})
+			evs = append(evs, event{Type: opPut, Key: o.Key, Value: o.Value, Rev: index})
 		case opDelete:
 			if _, ok := s.items.Delete(kvItem{Key: o.Key}); ok {
-				s.record(event{Type: opDelete, Key: o.Key, Rev: index})
+				evs = append(evs, event{Type: opDelete, Key: o.Key, Rev: index})
 			}
 		}
 	}
+	s.record(evs)
 	return res
 }
 
@@ -322,15 +324,18 @@ func condHolds(o op, cur kvItem, exists bool) bool {
 	}
 }
 
-// record appends e to the history, trims the history to its limit, and
-// tells the watchers; the caller holds s.mu.
-func (s *kvstore) record(e event) {
-	s.history = append(s.history, e)
+// record appends one entry's events to the history, trims the history to
+// its limit, and tells the watchers; the caller holds s.mu.
+func (s *kvstore) record(evs []event) {
+	if len(evs) == 0 {
+		return
+	}
+	s.history = append(s.history, evs...)
 	if over := len(s.history) - s.historyLimit; over > 0 {
 		s.histStart = s.history[over-1].Rev
 		s.history = s.history[over:]
 	}
-	s.notify(e)
+	s.notify(evs)
 }
 
 // getSnapshot captures the state as of the last applied entry. The capture

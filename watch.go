@@ -38,20 +38,23 @@ func (w *watcher) Events() <-chan event { return w.events }
 // Watch registers a watcher for key (or every key starting with key when
 // prefix is set). With resume, it also returns the retained events with a
 // revision above afterRev, and errCompacted when some of them are gone.
-// Without resume, it sees only changes applied from now on.
-func (s *kvstore) Watch(key string, prefix bool, afterRev uint64, resume bool) (*watcher, []event, error) {
+// Without resume, it sees only changes applied from now on. It returns the
+// revision the watch starts after.
+func (s *kvstore) Watch(key string, prefix bool, afterRev uint64, resume bool) (*watcher, []event, uint64, error) {
 	w := &watcher{key: key, prefix: prefix, events: make(chan event, watchBuffer)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
 	case <-s.stopped:
-		return nil, nil, errStopping
+		return nil, nil, 0, errStopping
 	default:
 	}
 	var backlog []event
-	if resume {
+	if !resume {
+		afterRev = s.applied
+	} else {
 		if afterRev < s.histStart {
-			return nil, nil, errCompacted
+			return nil, nil, 0, errCompacted
 		}
 		for _, e := range s.history {
 			if e.Rev > afterRev && w.matches(e.Key) {
@@ -60,7 +63,7 @@ func (s *kvstore) Watch(key string, prefix bool, afterRev uint64, resume bool) (
 		}
 	}
 	s.watchers[w] = struct{}{}
-	return w, backlog, nil
+	return w, backlog, afterRev, nil
 }
 
 // Unwatch ends a watch the caller no longer reads.
@@ -73,19 +76,30 @@ func (s *kvstore) Unwatch(w *watcher) {
 	}
 }
 
-// notify hands e to every matching watcher without blocking; the caller
-// holds s.mu.
-func (s *kvstore) notify(e event) {
+// notify hands one entry's events to every watcher that wants some of
+// them, all or none, without blocking: a watcher without room for all of
+// them is cut off, so a watcher only ever sees whole revisions and can
+// resume after the last one it saw. The caller holds s.mu.
+func (s *kvstore) notify(evs []event) {
 	for w := range s.watchers {
-		if !w.matches(e.Key) {
-			continue
+		n := 0
+		for _, e := range evs {
+			if w.matches(e.Key) {
+				n++
+			}
 		}
-		select {
-		case w.events <- e:
-		default:
+		switch {
+		case n == 0:
+		case cap(w.events)-len(w.events) < n: // only the reader drains it
 			w.cut.Store(true)
 			delete(s.watchers, w)
 			close(w.events)
+		default:
+			for _, e := range evs {
+				if w.matches(e.Key) {
+					w.events <- e
+				}
+			}
 		}
 	}
 }

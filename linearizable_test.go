@@ -1,0 +1,750 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"go.etcd.io/etcd/client/pkg/v3/types"
+)
+
+// Linearizability: reads never return stale data, checked with a partition
+// and with porcupine on histories of concurrent clients; compare-and-set
+// never loses an update.
+
+// partition cuts member m off from every other member, both directions,
+// and returns a function that heals the cut.
+func partition(c *testCluster, m *member) (heal func()) {
+	for _, o := range c.members {
+		if o != m {
+			m.rc.transport.CutPeer(types.ID(o.cfg.ID))
+			o.rc.transport.CutPeer(types.ID(m.cfg.ID))
+		}
+	}
+	return func() {
+		for _, o := range c.members {
+			if o != m {
+				m.rc.transport.MendPeer(types.ID(o.cfg.ID))
+				o.rc.transport.MendPeer(types.ID(m.cfg.ID))
+			}
+		}
+	}
+}
+
+// A leader cut off from the majority keeps serving its stale state to
+// serializable reads but never to linearizable ones: those are refused
+// until it is back in touch, and then they see the majority's writes.
+func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.waitLeader()
+	old := c.members[lead-1]
+	var majority []*member
+	for _, m := range c.members {
+		if m != old {
+			majority = append(majority, m)
+		}
+	}
+	expect(t, do(t, http.MethodPut, old.srv.URL+"/x", "old"), http.StatusNoContent, "PUT x=old")
+	for _, m := range c.members {
+		eventually(t, 5*time.Second, func() error {
+			if r := do(t, http.MethodGet, m.srv.URL+"/x?consistency=serializable", ""); string(r.body) != "old" {
+				return fmt.Errorf("member %d: x = %s", m.cfg.ID, r)
+			}
+			return nil
+		})
+	}
+
+	heal := partition(c, old)
+	healed := false
+	defer func() {
+		if !healed {
+			heal()
+		}
+	}()
+
+	// Linearizable reads on the old leader, without a pause, for as long as
+	// it is cut off. None may answer.
+	type tally struct {
+		refused int
+		bad     []string // answers other than a refusal
+	}
+	stop := make(chan struct{})
+	results := make(chan tally, 1)
+	go func() {
+		var tl tally
+		defer func() { results <- tl }()
+		deadline := time.Now().Add(30 * time.Second)
+		for range 2000 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if time.Now().After(deadline) {
+				return
+			}
+			r, err := sendBytes(context.Background(), testHTTP, http.MethodGet, old.srv.URL+"/x", nil)
+			switch {
+			case err != nil:
+				tl.bad = append(tl.bad, err.Error())
+			case r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout:
+				tl.refused++
+			default:
+				tl.bad = append(tl.bad, r.String())
+			}
+		}
+	}()
+
+	// The old leader keeps answering from its state.
+	r := do(t, http.MethodGet, old.srv.URL+"/x?consistency=serializable", "")
+	if r.code != http.StatusOK || string(r.body) != "old" {
+		t.Fatalf("serializable GET on the cut-off leader: %s, want 200 old", r)
+	}
+	// The majority elects a leader of its own and takes a write.
+	eventually(t, 10*time.Second, func() error {
+		l0, l1 := majority[0].rc.leader.current(), majority[1].rc.leader.current()
+		if l0 == 0 || l0 != l1 || l0 == old.cfg.ID {
+			return fmt.Errorf("majority sees leaders %d and %d", l0, l1)
+		}
+		return nil
+	})
+	expect(t, do(t, http.MethodPut, majority[0].srv.URL+"/x", "new"), http.StatusNoContent, "PUT x=new")
+	for _, m := range majority {
+		if r := do(t, http.MethodGet, m.srv.URL+"/x", ""); r.code != http.StatusOK || string(r.body) != "new" {
+			t.Fatalf("linearizable GET on member %d: %s, want 200 new", m.cfg.ID, r)
+		}
+	}
+	// The old leader still holds the old value, so refusing matters.
+	r = do(t, http.MethodGet, old.srv.URL+"/x?consistency=serializable", "")
+	if r.code != http.StatusOK || string(r.body) != "old" {
+		t.Fatalf("serializable GET on the cut-off member after the write: %s, want 200 old", r)
+	}
+	r = do(t, http.MethodGet, old.srv.URL+"/x", "")
+	if r.code != http.StatusServiceUnavailable && r.code != http.StatusGatewayTimeout {
+		t.Fatalf("linearizable GET on the cut-off member: %s, want 503 or 504", r)
+	}
+	close(stop)
+	tl := <-results
+	if tl.refused == 0 || len(tl.bad) > 0 {
+		t.Fatalf("linearizable GETs on the cut-off leader: %d refused, other answers: %q", tl.refused, tl.bad)
+	}
+	t.Logf("the cut-off leader refused %d linearizable reads", tl.refused)
+
+	// Healed, it answers linearizable reads again, with the new value.
+	heal()
+	healed = true
+	eventually(t, 15*time.Second, func() error {
+		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, old.srv.URL+"/x", nil)
+		switch {
+		case err != nil:
+			return err
+		case r.code == http.StatusOK && string(r.body) == "old":
+			t.Fatalf("linearizable GET on the healed member returned the stale value")
+		case r.code != http.StatusOK || string(r.body) != "new":
+			return fmt.Errorf("linearizable GET on the healed member: %s", r)
+		}
+		return nil
+	})
+}
+
+// ---- porcupine model ----
+
+// The model is a register per key holding a value, or nothing. Every write
+// in the test writes a value no other write uses, so a value names the
+// write that produced it, and so does a revision (the raft index of that
+// write): "the key is at revision R", which If-Match checks, is the same as
+// "the key holds the value read together with R". The test checks that
+// pairing separately (see revisionLog), which lets the model compare
+// values rather than predict raft indices.
+
+type linKind int
+
+const (
+	linGet linKind = iota
+	linPut
+	linDelete
+	linCAS // PUT with If-Match of the revision read with expect, or If-None-Match: * when expect is ""
+)
+
+type linInput struct {
+	kind   linKind
+	key    string
+	value  string // put, cas: the new value
+	expect string // cas: the value the condition names ("" = absent)
+}
+
+type linOutput struct {
+	unknown bool   // no definite answer: the write may or may not have applied
+	found   bool   // get: 200; delete: 204 (not 404); cas: 204 (not 412)
+	value   string // get: the value read
+}
+
+var kvModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, op := range history {
+			k := op.Input.(linInput).key
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], op)
+		}
+		slices.Sort(keys)
+		out := make([][]porcupine.Operation, len(keys))
+		for i, k := range keys {
+			out[i] = byKey[k]
+		}
+		return out
+	},
+	Init: func() any { return "" },
+	Step: func(state, input, output any) (bool, any) {
+		st, in, out := state.(string), input.(linInput), output.(linOutput)
+		switch in.kind {
+		case linGet:
+			if out.found {
+				return st != "" && st == out.value, st
+			}
+			return st == "", st
+		case linPut:
+			// A put with no answer may have applied; if it did not, the
+			// checker places it after everything else (its return is at the
+			// end of time), where it changes nothing anyone saw.
+			return true, in.value
+		case linDelete:
+			switch {
+			case out.unknown:
+				return true, ""
+			case out.found:
+				return st != "", ""
+			default:
+				return st == "", ""
+			}
+		case linCAS:
+			holds := st == in.expect
+			switch {
+			case out.unknown:
+				if holds {
+					return true, in.value
+				}
+				return true, st
+			case out.found:
+				return holds, in.value
+			default:
+				return !holds, st
+			}
+		}
+		return false, st
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(linInput), output.(linOutput)
+		res := "?"
+		switch {
+		case out.unknown:
+		case in.kind == linGet && out.found:
+			res = strconv.Quote(out.value)
+		case out.found:
+			res = "ok"
+		case in.kind == linCAS:
+			res = "412"
+		default:
+			res = "404"
+		}
+		switch in.kind {
+		case linGet:
+			return fmt.Sprintf("get(%s) → %s", in.key, res)
+		case linPut:
+			return fmt.Sprintf("put(%s, %s) → %s", in.key, in.value, res)
+		case linDelete:
+			return fmt.Sprintf("delete(%s) → %s", in.key, res)
+		default:
+			return fmt.Sprintf("cas(%s, %q → %s) → %s", in.key, in.expect, in.value, res)
+		}
+	},
+	DescribeState: func(state any) string {
+		if state.(string) == "" {
+			return "(absent)"
+		}
+		return strconv.Quote(state.(string))
+	},
+}
+
+// The model accepts legal histories and rejects illegal ones, so a pass of
+// the real check means something.
+func TestKVModel(t *testing.T) {
+	op := func(call, ret int64, in linInput, out linOutput) porcupine.Operation {
+		return porcupine.Operation{Input: in, Output: out, Call: call, Return: ret}
+	}
+	put := func(v string) linInput { return linInput{kind: linPut, key: "k", value: v} }
+	get := linInput{kind: linGet, key: "k"}
+	del := linInput{kind: linDelete, key: "k"}
+	cas := func(expect, v string) linInput { return linInput{kind: linCAS, key: "k", value: v, expect: expect} }
+	read := func(v string) linOutput { return linOutput{found: v != "", value: v} }
+	ok, failed, unknown := linOutput{found: true}, linOutput{}, linOutput{unknown: true}
+	for _, tc := range []struct {
+		name    string
+		history []porcupine.Operation
+		legal   bool
+	}{
+		{"read after write", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, get, read("a"))}, true},
+		{"stale read", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, put("b"), ok), op(4, 5, get, read("a"))}, false},
+		{"concurrent read may see either", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 5, put("b"), ok), op(3, 4, get, read("a"))}, true},
+		{"read of nothing written", []porcupine.Operation{op(0, 1, get, read("x"))}, false},
+		{"absent at first", []porcupine.Operation{op(0, 1, get, read("")), op(2, 3, del, failed)}, true},
+		{"delete of a present key says 404", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, del, failed)}, false},
+		{"delete of an absent key says 204", []porcupine.Operation{op(0, 1, del, ok)}, false},
+		{"read after delete", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, del, ok), op(4, 5, get, read("a"))}, false},
+		{"cas on the current value", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, cas("a", "b"), ok), op(4, 5, get, read("b"))}, true},
+		{"cas on a stale value succeeds", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, put("b"), ok), op(4, 5, cas("a", "c"), ok)}, false},
+		{"cas on the current value fails", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, cas("a", "b"), failed)}, false},
+		{"cas on absence", []porcupine.Operation{op(0, 1, cas("", "a"), ok), op(2, 3, cas("", "b"), failed), op(4, 5, get, read("a"))}, true},
+		{"two cas from one value both succeed", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 5, cas("a", "b"), ok), op(3, 6, cas("a", "c"), ok)}, false},
+		{"unknown put seen later", []porcupine.Operation{op(0, math.MaxInt64, put("a"), unknown), op(2, 3, get, read("a"))}, true},
+		{"unknown put never applied", []porcupine.Operation{op(0, math.MaxInt64, put("a"), unknown), op(2, 3, get, read(""))}, true},
+		{"unknown put seen, then gone", []porcupine.Operation{op(0, math.MaxInt64, put("a"), unknown), op(2, 3, get, read("a")), op(4, 5, get, read(""))}, false},
+		{"unknown cas applied", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, math.MaxInt64, cas("a", "b"), unknown), op(4, 5, get, read("b"))}, true},
+		{"unknown cas on a stale value applied", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, put("c"), ok), op(4, math.MaxInt64, cas("a", "b"), unknown), op(5, 6, get, read("b"))}, false},
+		{"unknown delete", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, math.MaxInt64, del, unknown), op(3, 4, get, read("")), op(5, 6, get, read(""))}, true},
+	} {
+		if got := porcupine.CheckOperations(kvModel, tc.history); got != tc.legal {
+			t.Errorf("%s: linearizable = %v, want %v", tc.name, got, tc.legal)
+		}
+	}
+}
+
+// revisionLog checks that each revision seen names one value and each value
+// one revision, per key: what makes comparing values stand for comparing
+// revisions in the model.
+type revisionLog struct {
+	mu      sync.Mutex
+	byValue map[string]uint64 // key + "\x00" + value -> rev
+	byRev   map[string]string // key + "\x00" + rev -> value
+	errs    []string
+}
+
+func (l *revisionLog) see(key, value string, rev uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vk, rk := key+"\x00"+value, key+"\x00"+strconv.FormatUint(rev, 10)
+	if r, ok := l.byValue[vk]; ok && r != rev {
+		l.errs = append(l.errs, fmt.Sprintf("key %q value %q seen at revisions %d and %d", key, value, r, rev))
+	}
+	if v, ok := l.byRev[rk]; ok && v != value {
+		l.errs = append(l.errs, fmt.Sprintf("key %q revision %d seen with values %q and %q", key, rev, v, value))
+	}
+	l.byValue[vk], l.byRev[rk] = rev, value
+}
+
+// linClient is one client of the linearizability check.
+type linClient struct {
+	id      int
+	rng     *rand.Rand
+	members []*member
+	http    *http.Client
+	start   time.Time
+	revs    *revisionLog
+	nextID  *atomic.Int32 // client IDs for the visualization
+	ops     []porcupine.Operation
+	errs    []string
+	seq     int
+}
+
+func (c *linClient) now() int64 { return time.Since(c.start).Nanoseconds() }
+
+// record adds an operation; one without a definite answer gets return time
+// "never" (fixed after the run), and the client continues under a new ID,
+// as porcupine's visualization expects one pending call per client.
+func (c *linClient) record(call int64, in linInput, out linOutput) {
+	ret := c.now()
+	if out.unknown {
+		ret = math.MaxInt64
+	}
+	c.ops = append(c.ops, porcupine.Operation{ClientId: c.id, Input: in, Output: out, Call: call, Return: ret})
+	if out.unknown {
+		c.id = int(c.nextID.Add(1)) - 1
+	}
+}
+
+// indefinite reports whether a write's answer leaves its outcome open.
+func indefinite(r v1Reply, err error) bool {
+	return err != nil || r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout
+}
+
+func (c *linClient) unexpected(what string, r v1Reply, err error) {
+	c.errs = append(c.errs, fmt.Sprintf("%s: %v %v", what, r, err))
+}
+
+func (c *linClient) base() string { return c.members[c.rng.IntN(len(c.members))].srv.URL }
+
+// get reads key linearizably through /v1; ok is false when no definite
+// answer came (a read without one changes nothing and is left out).
+func (c *linClient) get(ctx context.Context, key string) (value string, rev uint64, ok bool) {
+	call := c.now()
+	r, err := sendBytes(ctx, c.http, http.MethodGet, c.base()+"/v1/kv/"+key, nil)
+	switch {
+	case err == nil && r.code == http.StatusOK:
+		rev, perr := parseETag(r.hdr.Get("ETag"))
+		if perr != nil || len(r.body) == 0 {
+			c.unexpected("GET "+key, r, perr)
+			return "", 0, false
+		}
+		c.revs.see(key, string(r.body), rev)
+		c.record(call, linInput{kind: linGet, key: key}, linOutput{found: true, value: string(r.body)})
+		return string(r.body), rev, true
+	case err == nil && r.code == http.StatusNotFound:
+		c.record(call, linInput{kind: linGet, key: key}, linOutput{})
+		return "", 0, true
+	case indefinite(r, err):
+		return "", 0, false
+	default:
+		c.unexpected("GET "+key, r, err)
+		return "", 0, false
+	}
+}
+
+func (c *linClient) newValue() string {
+	c.seq++
+	return fmt.Sprintf("c%d-%d", c.id, c.seq)
+}
+
+func (c *linClient) put(ctx context.Context, key string) {
+	in := linInput{kind: linPut, key: key, value: c.newValue()}
+	v1 := c.rng.IntN(2) == 0
+	u := c.base() + "/" + key
+	if v1 {
+		u = c.base() + "/v1/kv/" + key
+	}
+	call := c.now()
+	r, err := sendBytes(ctx, c.http, http.MethodPut, u, []byte(in.value))
+	switch {
+	case err == nil && r.code == http.StatusNoContent:
+		if v1 {
+			c.revs.see(key, in.value, r.rev())
+		}
+		c.record(call, in, linOutput{found: true})
+	case indefinite(r, err):
+		c.record(call, in, linOutput{unknown: true})
+	default:
+		c.unexpected("PUT "+key, r, err)
+	}
+}
+
+func (c *linClient) delete(ctx context.Context, key string) {
+	in := linInput{kind: linDelete, key: key}
+	u := c.base() + "/" + key
+	if c.rng.IntN(2) == 0 {
+		u = c.base() + "/v1/kv/" + key
+	}
+	call := c.now()
+	r, err := sendBytes(ctx, c.http, http.MethodDelete, u, nil)
+	switch {
+	case err == nil && (r.code == http.StatusNoContent || r.code == http.StatusNotFound):
+		c.record(call, in, linOutput{found: r.code == http.StatusNoContent})
+	case indefinite(r, err):
+		c.record(call, in, linOutput{unknown: true})
+	default:
+		c.unexpected("DELETE "+key, r, err)
+	}
+}
+
+// cas reads key, then writes a new value on the condition that the key is
+// still at the revision read (or still absent).
+func (c *linClient) cas(ctx context.Context, key string) {
+	old, rev, ok := c.get(ctx, key)
+	if !ok {
+		return
+	}
+	in := linInput{kind: linCAS, key: key, value: c.newValue(), expect: old}
+	cond := []string{"If-None-Match", "*"}
+	if old != "" {
+		cond = []string{"If-Match", fmt.Sprintf(`"%d"`, rev)}
+	}
+	call := c.now()
+	r, err := sendBytes(ctx, c.http, http.MethodPut, c.base()+"/v1/kv/"+key, []byte(in.value), cond...)
+	switch {
+	case err == nil && r.code == http.StatusNoContent:
+		c.revs.see(key, in.value, r.rev())
+		c.record(call, in, linOutput{found: true})
+	case err == nil && r.code == http.StatusPreconditionFailed:
+		c.record(call, in, linOutput{})
+	case indefinite(r, err):
+		c.record(call, in, linOutput{unknown: true})
+	default:
+		c.unexpected("CAS "+key, r, err)
+	}
+}
+
+// Concurrent clients put, get, delete and compare-and-set a few keys
+// through all members while the leader is cut off for a while; the history
+// must be linearizable.
+func TestLinearizableHistory(t *testing.T) {
+	const (
+		clients     = 8
+		keys        = 4
+		runFor      = 3 * time.Second
+		opsPerCli   = 400
+		checkBudget = 30 * time.Second
+	)
+	c := newTestCluster(t, 3, nil)
+	transport := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer transport.CloseIdleConnections()
+	httpc := &http.Client{Transport: transport, Timeout: 5 * time.Second}
+	revs := &revisionLog{byValue: map[string]uint64{}, byRev: map[string]string{}}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	var nextID atomic.Int32
+	nextID.Store(clients)
+	start := time.Now()
+	deadline := start.Add(runFor)
+	cls := make([]*linClient, clients)
+	var wg sync.WaitGroup
+	for i := range cls {
+		cl := &linClient{id: i, rng: rand.New(rand.NewPCG(seed, uint64(i))), members: c.members,
+			http: httpc, start: start, revs: revs, nextID: &nextID}
+		cls[i] = cl
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for n := 0; n < opsPerCli && time.Now().Before(deadline); n++ {
+				key := fmt.Sprintf("lin-%d", cl.rng.IntN(keys))
+				switch p := cl.rng.IntN(100); {
+				case p < 35:
+					cl.get(ctx, key)
+				case p < 60:
+					cl.put(ctx, key)
+				case p < 75:
+					cl.delete(ctx, key)
+				default:
+					cl.cas(ctx, key)
+				}
+			}
+		}()
+	}
+	// The nemesis: a third of the way in, cut the leader off for a quarter
+	// of the run, then heal. The waits are the fault's schedule, not a
+	// condition: the clients run throughout.
+	time.Sleep(runFor / 3)
+	if lead := c.members[0].rc.leader.current(); lead != 0 {
+		heal := partition(c, c.members[lead-1])
+		t.Logf("cut off leader %d at %v", lead, time.Since(start).Round(time.Millisecond))
+		time.Sleep(runFor / 4)
+		heal()
+		t.Logf("healed at %v", time.Since(start).Round(time.Millisecond))
+	}
+	wg.Wait()
+
+	var history []porcupine.Operation
+	counts := map[string]int{}
+	for _, cl := range cls {
+		for _, e := range cl.errs {
+			t.Errorf("client: unexpected answer %s", e)
+		}
+		for _, op := range cl.ops {
+			in, out := op.Input.(linInput), op.Output.(linOutput)
+			kind := [...]string{"get", "put", "delete", "cas"}[in.kind]
+			switch {
+			case out.unknown:
+				counts[kind+" unknown"]++
+			case out.found:
+				counts[kind+" ok"]++
+			default:
+				counts[kind+" miss"]++
+			}
+		}
+		history = append(history, cl.ops...)
+	}
+	// Operations without an answer return "never": after every other call
+	// and return.
+	var horizon int64
+	for _, op := range history {
+		horizon = max(horizon, op.Call)
+		if op.Return != math.MaxInt64 {
+			horizon = max(horizon, op.Return)
+		}
+	}
+	for i := range history {
+		if history[i].Return == math.MaxInt64 {
+			history[i].Return = horizon + 1
+		}
+	}
+	for _, e := range revs.errs {
+		t.Errorf("revisions: %s", e)
+	}
+	t.Logf("%d operations: %v", len(history), counts)
+	// Each kind of operation, with each kind of answer, happened often
+	// enough for the check to mean something.
+	for kind, least := range map[string]int{"get ok": 20, "get miss": 3, "put ok": 20, "delete ok": 5, "delete miss": 3, "cas ok": 10, "cas miss": 2} {
+		if counts[kind] < least {
+			t.Errorf("only %d operations %q, want at least %d", counts[kind], kind, least)
+		}
+	}
+
+	checkLinearizable(t, history, checkBudget)
+}
+
+// checkLinearizable fails the test unless porcupine finds history
+// linearizable within budget.
+//
+// Operations without an answer are hard on the checker: each may be placed
+// anywhere after its call, and the search grows with every subset of them.
+// Most never applied, and none of them constrains anything by its output, so
+// the check first leaves out those that no read observed (a write whose value
+// nobody read, any delete): if the rest is linearizable, so is the whole
+// history, with the left-out operations placed last, after every other
+// operation, where they change nothing anyone saw. Only if that fails is the
+// whole history checked.
+func checkLinearizable(t *testing.T, history []porcupine.Operation, budget time.Duration) {
+	t.Helper()
+	observed := map[string]bool{}
+	for _, op := range history {
+		if in, out := op.Input.(linInput), op.Output.(linOutput); in.kind == linGet && out.found {
+			observed[in.key+"\x00"+out.value] = true
+		}
+	}
+	var reduced []porcupine.Operation
+	for _, op := range history {
+		in, out := op.Input.(linInput), op.Output.(linOutput)
+		if out.unknown && (in.kind == linDelete || !observed[in.key+"\x00"+in.value]) {
+			continue
+		}
+		reduced = append(reduced, op)
+	}
+	start := time.Now()
+	res, info := porcupine.CheckOperationsVerbose(kvModel, reduced, budget)
+	t.Logf("porcupine: %s in %v, leaving out %d unanswered operations nobody observed",
+		res, time.Since(start).Round(time.Millisecond), len(history)-len(reduced))
+	if res == porcupine.Ok {
+		return
+	}
+	visualize(t, info)
+	start = time.Now()
+	res, info = porcupine.CheckOperationsVerbose(kvModel, history, budget)
+	t.Logf("porcupine on the whole history: %s in %v", res, time.Since(start).Round(time.Millisecond))
+	if res == porcupine.Ok {
+		return
+	}
+	visualize(t, info)
+	if res == porcupine.Unknown {
+		t.Fatalf("porcupine could not decide within %v whether the history is linearizable", budget)
+	}
+	t.Fatalf("history is not linearizable")
+}
+
+// visualize writes porcupine's HTML view of a check to a file that outlives
+// the test, and logs its path.
+func visualize(t *testing.T, info porcupine.LinearizationInfo) {
+	t.Helper()
+	f, err := os.CreateTemp("", "raftexample-linearizability-*.html")
+	if err == nil {
+		err = porcupine.Visualize(kvModel, info, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Errorf("cannot write the visualization: %v", err)
+		return
+	}
+	t.Logf("visualization: %s", f.Name())
+}
+
+// Many clients increment one counter with read, then compare-and-set on the
+// revision read, retrying on 412: no increment is lost or counted twice.
+func TestCASCounter(t *testing.T) {
+	const (
+		clients  = 16
+		attempts = 200 // per client
+		runFor   = 3 * time.Second
+	)
+	c := newTestCluster(t, 3, nil)
+	expect(t, do(t, http.MethodPut, c.members[0].srv.URL+"/v1/kv/counter", "0"), http.StatusNoContent, "PUT counter=0")
+	transport := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer transport.CloseIdleConnections()
+	httpc := &http.Client{Transport: transport, Timeout: 5 * time.Second}
+	type tally struct {
+		won       []int // values this client wrote
+		conflicts int
+		unknown   int
+		errs      []string
+	}
+	tallies := make([]tally, clients)
+	deadline := time.Now().Add(runFor)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tl := &tallies[i]
+			base := c.members[i%len(c.members)].srv.URL + "/v1/kv/counter"
+			for n := 0; n < attempts && time.Now().Before(deadline); n++ {
+				r, err := sendBytes(context.Background(), httpc, http.MethodGet, base, nil)
+				if err != nil || r.code != http.StatusOK {
+					tl.errs = append(tl.errs, fmt.Sprintf("GET: %v %v", r, err))
+					return
+				}
+				v, err := strconv.Atoi(string(r.body))
+				if err != nil {
+					tl.errs = append(tl.errs, fmt.Sprintf("counter %q", r.body))
+					return
+				}
+				r, err = sendBytes(context.Background(), httpc, http.MethodPut, base, []byte(strconv.Itoa(v+1)), "If-Match", r.hdr.Get("ETag"))
+				switch {
+				case err == nil && r.code == http.StatusNoContent:
+					tl.won = append(tl.won, v+1)
+				case err == nil && r.code == http.StatusPreconditionFailed:
+					tl.conflicts++
+				case indefinite(r, err):
+					tl.unknown++
+				default:
+					tl.errs = append(tl.errs, fmt.Sprintf("PUT: %v %v", r, err))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var won []int
+	conflicts, unknown := 0, 0
+	for _, tl := range tallies {
+		for _, e := range tl.errs {
+			t.Error(e)
+		}
+		won = append(won, tl.won...)
+		conflicts += tl.conflicts
+		unknown += tl.unknown
+	}
+	r := do(t, http.MethodGet, c.members[1].srv.URL+"/v1/kv/counter", "")
+	final, err := strconv.Atoi(string(r.body))
+	if r.code != http.StatusOK || err != nil {
+		t.Fatalf("final GET: %s", r)
+	}
+	t.Logf("%d increments, %d conflicts, %d without an answer; counter = %d", len(won), conflicts, unknown, final)
+	if unknown == 0 && final != len(won) {
+		t.Fatalf("counter is %d after %d successful increments", final, len(won))
+	}
+	if final < len(won) || final > len(won)+unknown {
+		t.Fatalf("counter is %d after %d successful increments and %d unanswered", final, len(won), unknown)
+	}
+	// Each successful write wrote a different number: no two clients won
+	// the same round.
+	slices.Sort(won)
+	for i := 1; i < len(won); i++ {
+		if won[i] == won[i-1] {
+			t.Fatalf("two clients both set the counter to %d", won[i])
+		}
+	}
+	if len(won) < clients || conflicts == 0 {
+		t.Fatalf("%d increments and %d conflicts: too little contention for the test to mean anything", len(won), conflicts)
+	}
+}
