@@ -164,12 +164,15 @@ func (rc *raftNode) saveSnap(s *raftpb.Snapshot) error {
 	if err := rc.snapshotter.SaveSnap(s); err != nil {
 		return fmt.Errorf("save snapshot %d to %s: %w", md.GetIndex(), rc.snapdir, err)
 	}
+	rc.failpoint("after-snapshot-file")
 	if err := rc.wal.SaveSnapshot(walSnap); err != nil {
 		return fmt.Errorf("record snapshot %d in WAL: %w", md.GetIndex(), err)
 	}
+	rc.failpoint("after-wal-snapshot-record")
 	if err := rc.wal.ReleaseLockTo(md.GetIndex()); err != nil {
 		return fmt.Errorf("release WAL files before %d: %w", md.GetIndex(), err)
 	}
+	rc.failpoint("after-wal-release")
 	return nil
 }
 
