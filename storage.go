@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -59,6 +60,12 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	rc.snapshotter = snap.New(lg, rc.snapdir)
 	rc.raftStorage = raft.NewMemoryStorage()
 
+	// wal.Exist says "no WAL" for a path it cannot read, and wal.Create then
+	// deletes whatever is there: a WAL directory that exists but is unusable
+	// must stop the member, not start it over with an empty state.
+	if _, err := os.ReadDir(rc.waldir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("WAL dir %s is unusable: %w", rc.waldir, err)
+	}
 	if !wal.Exist(rc.waldir) {
 		if rc.wal, err = wal.Create(lg, rc.waldir, nil); err != nil {
 			return false, fmt.Errorf("create WAL %s: %w", rc.waldir, err)
