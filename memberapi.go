@@ -192,10 +192,8 @@ func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) error {
 	if rc.lastConfIndex.Load() > rc.applied.Load() {
 		return errChangeInProgress
 	}
-	select {
-	case <-rc.leader.lost():
-		return errNoLeader
-	default:
+	if err := leaderKnown(ctx, rc.leader); err != nil {
+		return err
 	}
 	id := m.ids.Next()
 	cc.Id = &id

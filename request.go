@@ -81,6 +81,29 @@ func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <
 	}
 }
 
+// leaderKnown waits until this member knows a leader, for at most the rest
+// of the leader watch's grace period, before a request proposes anything.
+// raft takes no proposal while it knows no leader: node.Propose blocks until
+// one appears, so a write proposed then would wait out its whole timeout
+// and be reported as one that may still apply, though it never entered the
+// log, and hold up every proposal queued behind it. Refused here, before
+// proposing, errNoLeader is a definite answer.
+func leaderKnown(ctx context.Context, leader *leaderWatch) error {
+	for {
+		changed, lost := leader.changed(), leader.lost()
+		if leader.current() != raft.None {
+			return nil
+		}
+		select {
+		case <-lost:
+			return errNoLeader
+		case <-changed:
+		case <-ctx.Done():
+			return ctxErr(ctx)
+		}
+	}
+}
+
 // await waits for the applier to trigger ch. It returns early when the
 // member has had no leader for an election timeout while the request waited,
 // so clients of a cluster without quorum hear about it quickly rather than
