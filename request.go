@@ -24,6 +24,9 @@ var (
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
 	errTimeout       = errors.New("request timed out (a write may still apply)")
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
+	// errStoppingMid: the member stopped after raft may have taken the
+	// proposal, which the rest of the cluster may then commit.
+	errStoppingMid = fmt.Errorf("%w; the write may still apply", errStopping)
 )
 
 // proposal asks raftNode to append data (or a membership change) to the raft
@@ -77,7 +80,7 @@ func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <
 	case <-ctx.Done():
 		return ctxErr(ctx)
 	case <-stopped:
-		return errStopping
+		return errStoppingMid // raft may be taking it as we leave
 	}
 }
 
@@ -127,7 +130,7 @@ func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-ch
 		case <-ctx.Done():
 			return nil, ctxErr(ctx)
 		case <-stopped:
-			return nil, errStopping
+			return nil, errStoppingMid
 		case <-recheck:
 		case <-lost:
 			if leader.current() == raft.None {
