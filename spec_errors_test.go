@@ -4,6 +4,7 @@ package main
 // the headers that go with it, and a message that says what went wrong.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -127,5 +128,59 @@ func TestSpecErrors(t *testing.T) {
 		if code := <-first; code != http.StatusGatewayTimeout {
 			t.Errorf("the membership change that cannot commit answered %d, want 504", code)
 		}
+	})
+}
+
+// A member that stops while a write it proposed is in the log but not yet
+// committed must not answer as if the write were refused: the rest of the
+// cluster may still commit it, and here it does.
+func TestStoppingWithWriteInFlight(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.ElectionTicks = 100 }) // 1s election timeout
+	lead := int(c.waitLeader()) - 1
+	for i, m := range c.members {
+		if i != lead {
+			m.stop()
+		}
+	}
+	m := c.members[lead]
+	last, _ := m.rc.raftStorage.LastIndex()
+	answer := make(chan reply, 1)
+	go func() {
+		r, err := send(t.Context(), &http.Client{Timeout: 10 * time.Second}, http.MethodPut, m.srv.URL+"/in-flight", "v")
+		if err != nil {
+			r = reply{body: err.Error()}
+		}
+		answer <- r
+	}()
+	eventually(t, 5*time.Second, func() error {
+		if now, _ := m.rc.raftStorage.LastIndex(); now == last {
+			return errors.New("the write is not in the leader's log yet")
+		}
+		return nil
+	})
+	m.rc.Stop()
+	r := <-answer
+	t.Logf("the stopping leader answered %d %q", r.code, strings.TrimSpace(r.body))
+	if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "may still apply") {
+		t.Errorf("PUT in flight while its member stops = %d %q, want 503 saying the write may still apply", r.code, r.body)
+	}
+
+	// Bring back the old leader and one follower: the follower's log is
+	// behind, so only the old leader can win an election, and its first
+	// commit commits the write.
+	m.srv.Close()
+	follower := (lead + 1) % 3
+	for _, i := range []int{lead, follower} {
+		cfg := c.members[i].cfg
+		cfg.PeerListener = relisten(t, c.peers[i])
+		cfg.Metrics = newMetrics()
+		c.members[i] = startMember(t, cfg)
+	}
+	eventually(t, 10*time.Second, func() error {
+		it, ok, err := c.members[follower].kvs.Get(t.Context(), "in-flight", false)
+		if err != nil || !ok || string(it.Value) != "v" {
+			return fmt.Errorf("in-flight = %q %v %v", it.Value, ok, err)
+		}
+		return nil
 	})
 }
