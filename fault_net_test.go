@@ -122,15 +122,20 @@ func (n *proxyNet) add(t *testing.T, id int) memberAddrs {
 }
 
 func (n *proxyNet) cut(a, b []int) {
+	n.cutOneWay(a, b)
+	n.cutOneWay(b, a)
+}
+
+// cutOneWay stops what the members of from send to those of to; the other
+// direction keeps flowing.
+func (n *proxyNet) cutOneWay(from, to []int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, x := range a {
-		for _, y := range b {
-			for _, pair := range [][2]int{{x, y}, {y, x}} {
-				if !n.blocked[pair] {
-					n.blocked[pair] = true
-					n.cuts[pair]++
-				}
+	for _, x := range from {
+		for _, y := range to {
+			if pair := [2]int{x, y}; !n.blocked[pair] {
+				n.blocked[pair] = true
+				n.cuts[pair]++
 			}
 		}
 	}
@@ -287,12 +292,19 @@ func newNetnsNet(t *testing.T) *netnsNet {
 	}
 	// Registered before any member starts, so it runs after they are killed.
 	t.Cleanup(n.removeAll)
-	n.ip(t, n.hub, "link", "set", "lo", "up")
-	for _, br := range []string{"brp", "brc"} {
-		n.ip(t, n.hub, "link", "add", br, "type", "bridge")
-		n.ip(t, n.hub, "link", "set", br, "up")
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", "brp", "type", "bridge"},
+		{"link", "set", "brp", "up"},
+		{"link", "add", "brc", "type", "bridge"},
+		{"link", "set", "brc", "up"},
+		{"addr", "add", "198.18.1.1/24", "dev", "brc"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", n.hub}, args...)...).CombinedOutput(); err != nil {
+			t.Skipf("cannot set up bridges in a network namespace here (ip %s: %v: %s); the proxy-based partition tests cover the same faults",
+				strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
 	}
-	n.ip(t, n.hub, "addr", "add", "198.18.1.1/24", "dev", "brc")
 	n.c = &http.Client{Transport: &http.Transport{
 		DialContext:         dialInNamespace("/var/run/netns/" + n.hub),
 		MaxIdleConnsPerHost: 64,

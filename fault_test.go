@@ -391,6 +391,22 @@ var (
 		c.isolate(ids[:(len(ids)-1)/2], "a minority")
 	}}
 	nemesisChurn = nemesis{"churn", (*faultCluster).churn}
+	// nemesisMuteLeader drops everything the leader sends while it still
+	// hears the others (proxy network only).
+	nemesisMuteLeader = nemesis{"mute-leader", func(c *faultCluster) {
+		pn, ok := c.net.(*proxyNet)
+		if !ok {
+			return
+		}
+		lead := c.leader()
+		rest := slices.DeleteFunc(c.activeIDs(), func(id int) bool { return id == lead })
+		c.logf("drop what leader %d sends to %v; it still hears them", lead, rest)
+		pn.cutOneWay([]int{lead}, rest)
+		c.count("one-way-partition")
+		hold(c.faultLength() + time.Second)
+		c.logf("heal the partition")
+		pn.heal()
+	}}
 )
 
 // runSchedule runs random nemeses from the list for length, with quiet gaps
@@ -531,17 +547,20 @@ func (fc *faultClient) run(ctx context.Context) {
 }
 
 // failedWrite records a write that got no success or condition answer. A
-// 503 that says there was no leader or raft dropped the proposal, and not
-// that the write may still apply, is a refusal: the write never entered the
-// log (README: errors), so it is left out of the history. Anything else
-// without a definite answer (no answer, 504, other 503s) is indeterminate.
-// Other codes are recorded as unexpected. The client then backs off, as a
-// client honouring Retry-After would.
+// 503 that does not say "the write may still apply" is a refusal: the write
+// never entered the log (README: API errors), so it is left out of the
+// history, and if it took effect after all, the checker finds a value that
+// no operation wrote; so is a request that could not connect. Anything else without a definite answer (no answer,
+// 504, a 503 that says it may still apply) is indeterminate. Other codes
+// are recorded as unexpected. The client then backs off, as a client
+// honouring Retry-After would.
 func (fc *faultClient) failedWrite(ctx context.Context, in mInput, call int64, r reply, err error) {
-	if err == nil && r.code == http.StatusServiceUnavailable && !strings.Contains(r.body, "may still apply") &&
-		(strings.Contains(r.body, "no leader") || strings.Contains(r.body, "proposal dropped")) {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED): // never sent: the member is down
 		fc.c.hist.refused()
-	} else {
+	case err == nil && r.code == http.StatusServiceUnavailable && !strings.Contains(r.body, "may still apply"):
+		fc.c.hist.refused()
+	default:
 		if err == nil && r.code != http.StatusServiceUnavailable && r.code != http.StatusGatewayTimeout {
 			fc.c.hist.unexpectedAnswer("%s: %d %s", in.desc, r.code, strings.TrimSpace(r.body))
 		}
@@ -902,7 +921,7 @@ func faultTest(t *testing.T, net peerNet, members, clients int, nemeses []nemesi
 
 var allNemeses = []nemesis{
 	nemesisKill, nemesisKillLeader, nemesisPause, nemesisPauseLeader,
-	nemesisIsolate, nemesisIsolateLeader, nemesisChurn,
+	nemesisIsolate, nemesisIsolateLeader, nemesisMuteLeader, nemesisChurn,
 }
 
 // Three members through the proxies, every nemesis, mixed.
@@ -913,7 +932,7 @@ func TestFaultMixedThree(t *testing.T) {
 // Five members: minority partitions, the leader cut off, kills and pauses.
 func TestFaultFive(t *testing.T) {
 	faultTest(t, newProxyNet(t), 5, 8, []nemesis{
-		nemesisMinority, nemesisIsolateLeader, nemesisKillLeader, nemesisPauseLeader, nemesisKill,
+		nemesisMinority, nemesisIsolateLeader, nemesisMuteLeader, nemesisKillLeader, nemesisPauseLeader, nemesisKill,
 	}, 25*time.Second)
 }
 
