@@ -84,24 +84,38 @@ func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <
 	}
 }
 
-// leaderKnown waits until this member knows a leader, for at most the rest
-// of the leader watch's grace period, before a request proposes anything.
-// raft takes no proposal while it knows no leader: node.Propose blocks until
-// one appears, so a write proposed then would wait out its whole timeout
-// and be reported as one that may still apply, though it never entered the
-// log, and hold up every proposal queued behind it. Refused here, before
-// proposing, errNoLeader is a definite answer.
+// leaderKnown waits until this member knows a leader before a request
+// proposes anything. raft takes no proposal while it knows no leader:
+// node.Propose blocks until one appears, so a write proposed then would
+// wait out its whole timeout, be reported as one that may still apply
+// though it never entered the log, and hold up every proposal queued
+// behind it. A member that has been without a leader for an election
+// timeout already refuses at once; otherwise the request waits for an
+// election, up to three election timeouts (raft waits up to two before it
+// campaigns). Refused before proposing, errNoLeader is a definite answer.
 func leaderKnown(ctx context.Context, leader *leaderWatch) error {
+	select {
+	case <-leader.lost():
+		if leader.current() == raft.None {
+			return errNoLeader
+		}
+	default:
+	}
+	wait := time.NewTimer(3 * leader.grace)
+	defer wait.Stop()
 	for {
-		changed, lost := leader.changed(), leader.lost()
+		changed := leader.changed()
 		if leader.current() != raft.None {
 			return nil
 		}
 		select {
-		case <-lost:
-			return errNoLeader
 		case <-changed:
+		case <-wait.C:
+			return errNoLeader
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return errNoLeader // nothing was proposed
+			}
 			return ctxErr(ctx)
 		}
 	}
