@@ -264,6 +264,9 @@ func visualisationPath(t *testing.T) string {
 	if dir == "" {
 		dir = os.TempDir()
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("create %s: %v", dir, err)
+	}
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 	return filepath.Join(dir, fmt.Sprintf("raftexample-%s-%s.html", name, time.Now().Format("20060102-150405")))
 }

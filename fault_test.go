@@ -5,9 +5,10 @@ package main
 // every member is read and the whole history is checked for
 // linearizability (fault_history_test.go). CI runs a short schedule;
 //
-//	go test -run Fault -args -soak=10m
+//	go test -race -run Fault -timeout 2h -args -soak=10m
 //
-// runs each schedule for ten minutes instead.
+// runs each schedule for ten minutes instead (go test's default -timeout
+// of 10m would end it).
 
 import (
 	"context"
