@@ -213,10 +213,8 @@ func (s *kvstore) catchUp(ctx context.Context, serializable bool) error {
 // Txn applies ops atomically, all or none, and returns once the entry is
 // applied here. A failed condition is a result, not an error.
 func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
-	select {
-	case <-s.leader.lost():
-		return txnResult{}, errNoLeader
-	default:
+	if err := leaderKnown(ctx, s.leader); err != nil {
+		return txnResult{}, err
 	}
 	s.metrics.proposalsPending.Inc()
 	defer s.metrics.proposalsPending.Dec()

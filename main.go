@@ -123,6 +123,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printVersion(stdout)
 		return 0
 	}
+	if cfg.raft.Failpoint, err = parseFailpoint(os.Getenv("RAFTEXAMPLE_FAILPOINT")); err != nil {
+		fmt.Fprintln(stderr, "raftexample:", err)
+		return 2
+	}
 	logger, err := newLogger(cfg.logLevel, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "raftexample:", err)
@@ -131,6 +135,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer logger.Sync()
 	cfg.raft.Logger = logger
 	cfg.raft.Metrics = newMetrics()
+	if fp := cfg.raft.Failpoint; fp != nil {
+		logger.Warn("failpoint armed: this member will kill itself there (RAFTEXAMPLE_FAILPOINT)", zap.String("failpoint", fp.name), zap.Int64("hit", fp.nth))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

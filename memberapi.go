@@ -313,10 +313,8 @@ func (m *memberAPI) TransferLeader(ctx context.Context, id uint64) error {
 // the raft index of the change.
 func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) (uint64, error) {
 	rc := m.rc
-	select {
-	case <-rc.leader.lost():
-		return 0, errNoLeader
-	default:
+	if err := leaderKnown(ctx, rc.leader); err != nil {
+		return 0, err
 	}
 	id := m.ids.Next()
 	cc.Id = &id

@@ -52,6 +52,10 @@ type raftConfig struct {
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
 
+	// Failpoint, when set, crashes the member at a named point (failpoint.go);
+	// main sets it from RAFTEXAMPLE_FAILPOINT for crash tests.
+	Failpoint *failpoint
+
 	// PeerListener, when set, serves raft peers instead of listening on this
 	// member's URL (tests use it to hold a free port without racing).
 	PeerListener net.Listener
@@ -398,8 +402,14 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 			return err
 		}
 	}
+	if len(rd.Entries) > 0 {
+		rc.failpoint("before-wal-save")
+	}
 	if err := rc.wal.Save(rd.HardState, rd.Entries); err != nil {
 		return fmt.Errorf("save to WAL %s: %w", rc.waldir, err)
+	}
+	if len(rd.Entries) > 0 || len(rd.CommittedEntries) > 0 {
+		rc.failpoint("after-wal-save-before-apply")
 	}
 	if hasSnap {
 		if err := rc.raftStorage.ApplySnapshot(rd.Snapshot); err != nil {
@@ -620,6 +630,7 @@ func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []by
 	if err != nil {
 		return fmt.Errorf("create snapshot %d: %w", index, err)
 	}
+	rc.failpoint("before-snapshot-save")
 	if err := rc.saveSnap(s); err != nil {
 		return err
 	}
@@ -627,9 +638,11 @@ func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []by
 	if index > rc.cfg.CatchupEntries {
 		compactIndex = index - rc.cfg.CatchupEntries
 	}
+	rc.failpoint("before-compact")
 	if err := rc.raftStorage.Compact(compactIndex); err != nil && !errors.Is(err, raft.ErrCompacted) {
 		return fmt.Errorf("compact log to %d: %w", compactIndex, err)
 	}
+	rc.failpoint("after-compact")
 	rc.logger.Info("saved snapshot", zap.Uint64("index", index), zap.Int("bytes", len(data)),
 		zap.Uint64("compacted-to", compactIndex), zap.Duration("took", time.Since(start)))
 	return nil

@@ -182,16 +182,26 @@ func TestPutThroughEveryMember(t *testing.T) {
 func TestAddNewNode(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	lns, urls := freeListeners(t, 1)
-	if code, body := httpDo(t, http.MethodPost, c.members[0].srv.URL+"/4", urls[0]); code != http.StatusNoContent {
-		t.Fatalf("POST /4: %d %s", code, body)
-	}
+	// Until member 4 runs, the leader needs both others each election
+	// timeout (100ms here); on a loaded machine it may step down, and the
+	// add answers 503 "may still apply": ask again (409 once it applied).
+	eventually(t, 10*time.Second, func() error {
+		code, body := httpDo(t, http.MethodPost, c.members[0].srv.URL+"/4", urls[0])
+		if code != http.StatusNoContent && !(code == http.StatusConflict && strings.Contains(body, "already exists")) {
+			return fmt.Errorf("POST /4: %d %s", code, body)
+		}
+		return nil
+	})
 	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
 	cfg.Join = true
 	cfg.PeerListener = lns[0]
 	m4 := startMember(t, cfg)
-	if code, body := httpDo(t, http.MethodPut, m4.srv.URL+"/added", "yes"); code != http.StatusNoContent {
-		t.Fatalf("PUT via new member: %d %s", code, body)
-	}
+	eventually(t, 10*time.Second, func() error {
+		if code, body := httpDo(t, http.MethodPut, m4.srv.URL+"/added", "yes"); code != http.StatusNoContent {
+			return fmt.Errorf("PUT via new member: %d %s", code, body)
+		}
+		return nil
+	})
 	// Reads are linearizable: member 2 sees the write at once.
 	if code, body := httpDo(t, http.MethodGet, c.members[1].srv.URL+"/added", ""); code != http.StatusOK || body != "yes" {
 		t.Fatalf("GET via member 2: %d %q", code, body)

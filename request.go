@@ -24,6 +24,9 @@ var (
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
 	errTimeout       = errors.New("request timed out (a write may still apply)")
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
+	// errStoppingMid: the member stopped after raft may have taken the
+	// proposal, which the rest of the cluster may then commit.
+	errStoppingMid = fmt.Errorf("%w; the write may still apply", errStopping)
 )
 
 // proposal asks raftNode to append data (or a membership change) to the raft
@@ -77,7 +80,44 @@ func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <
 	case <-ctx.Done():
 		return ctxErr(ctx)
 	case <-stopped:
-		return errStopping
+		return errStoppingMid // raft may be taking it as we leave
+	}
+}
+
+// leaderKnown waits until this member knows a leader before a request
+// proposes anything. raft takes no proposal while it knows no leader:
+// node.Propose blocks until one appears, so a write proposed then would
+// wait out its whole timeout, be reported as one that may still apply
+// though it never entered the log, and hold up every proposal queued
+// behind it. A member that has been without a leader for an election
+// timeout already refuses at once; otherwise the request waits for an
+// election, up to three election timeouts (raft waits up to two before it
+// campaigns). Refused before proposing, errNoLeader is a definite answer.
+func leaderKnown(ctx context.Context, leader *leaderWatch) error {
+	select {
+	case <-leader.lost():
+		if leader.current() == raft.None {
+			return errNoLeader
+		}
+	default:
+	}
+	wait := time.NewTimer(3 * leader.grace)
+	defer wait.Stop()
+	for {
+		changed := leader.changed()
+		if leader.current() != raft.None {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-wait.C:
+			return errNoLeader
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return errNoLeader // nothing was proposed
+			}
+			return ctxErr(ctx)
+		}
 	}
 }
 
@@ -104,7 +144,7 @@ func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-ch
 		case <-ctx.Done():
 			return nil, ctxErr(ctx)
 		case <-stopped:
-			return nil, errStopping
+			return nil, errStoppingMid
 		case <-recheck:
 		case <-lost:
 			if leader.current() == raft.None {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -59,6 +60,12 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	rc.snapshotter = snap.New(lg, rc.snapdir)
 	rc.raftStorage = raft.NewMemoryStorage()
 
+	// wal.Exist says "no WAL" for a path it cannot read, and wal.Create then
+	// deletes whatever is there: a WAL directory that exists but is unusable
+	// must stop the member, not start it over with an empty state.
+	if _, err := os.ReadDir(rc.waldir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("WAL dir %s is unusable: %w", rc.waldir, err)
+	}
 	if !wal.Exist(rc.waldir) {
 		if rc.wal, err = wal.Create(lg, rc.waldir, nil); err != nil {
 			return false, fmt.Errorf("create WAL %s: %w", rc.waldir, err)
@@ -164,12 +171,15 @@ func (rc *raftNode) saveSnap(s *raftpb.Snapshot) error {
 	if err := rc.snapshotter.SaveSnap(s); err != nil {
 		return fmt.Errorf("save snapshot %d to %s: %w", md.GetIndex(), rc.snapdir, err)
 	}
+	rc.failpoint("after-snapshot-file")
 	if err := rc.wal.SaveSnapshot(walSnap); err != nil {
 		return fmt.Errorf("record snapshot %d in WAL: %w", md.GetIndex(), err)
 	}
+	rc.failpoint("after-wal-snapshot-record")
 	if err := rc.wal.ReleaseLockTo(md.GetIndex()); err != nil {
 		return fmt.Errorf("release WAL files before %d: %w", md.GetIndex(), err)
 	}
+	rc.failpoint("after-wal-release")
 	return nil
 }
 
