@@ -456,11 +456,14 @@ func (c *cluster) reportMemory(ctx context.Context, target string, w io.Writer) 
 // restartFollower stops a follower with sig, starts it again on the same
 // data, and times how long it takes until its port answers a GET.
 func (c *cluster) restartFollower(ctx context.Context, sig syscall.Signal, w io.Writer) error {
-	roles, err := raftexampleRoles(ctx, c.endpoints())
-	if err != nil {
+	var eps []string
+	err := c.waitReady(ctx, time.Minute, func(ctx context.Context) error {
+		roles, err := raftexampleRoles(ctx, c.endpoints())
+		if err == nil {
+			eps, err = pickEndpoints(roles, "follower")
+		}
 		return err
-	}
-	eps, err := pickEndpoints(roles, "follower")
+	})
 	if err != nil {
 		return err
 	}

@@ -96,6 +96,10 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if err != nil || o.op != "load" || o.keys != 1000 {
 		t.Errorf("-load: %+v, %v", o, err)
 	}
+	o, err = parseOptions([]string{"-cluster", "3", "-load", "100000", "-op", "put", "-runs", "2"}, io.Discard)
+	if err != nil || o.op != "put" || o.keys != 100000 || o.loadLimit != 10*time.Minute {
+		t.Errorf("-load then puts: %+v, %v", o, err)
+	}
 	o, err = parseOptions([]string{"-target", "bare", "-op", "get"}, io.Discard)
 	if err != nil || o.cluster != 1 {
 		t.Errorf("bare starts its own server: %+v, %v", o, err)
@@ -117,9 +121,11 @@ func TestParseOptionsRejects(t *testing.T) {
 		{"-cluster", "3", "-send-to", "random"},
 		{"-cluster", "3", "-put-ratio", "1.5"},
 		{"-cluster", "3", "-runs", "0"},
+		{"-cluster", "3", "-restart", "kill", "-restart-count", "0"},
 		{"-cluster", "3", "-restart", "nicely"},
 		{"-cluster", "1", "-restart", "kill"},
-		{"-cluster", "3", "-load", "100", "-op", "get"},
+		{"-cluster", "3", "-load", "-1"},
+		{"-cluster", "3", "-load", "100", "-load-limit", "0s"},
 		{"-cluster", "12"},
 		{"-cluster", "3", "-endpoints", "127.0.0.1:1"},
 		{"-target", "etcd", "-cluster", "3"}, // no etcd binary
@@ -514,5 +520,28 @@ func TestCPUAccounting(t *testing.T) {
 	}
 	if got := (cpuUse{machine: 1, client: 0.25}).fields(false); got != "cpu_sut=- cpu_client=0.25 cpu_other=0.75" {
 		t.Errorf("fields without members = %q", got)
+	}
+}
+
+func TestMeasureLoadReturnsWhenEveryKeyIsWritten(t *testing.T) {
+	fake := newFakeKV(1, 1)
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	clients := testClients([]string{srv.URL}, 2)
+	defer closeAll(clients)
+	o, err := parseOptions([]string{"-endpoints", srv.URL, "-conc", "2", "-load", "20", "-value", "16"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := newWorkers(clients, o.keys, 1)
+	done := make(chan *result, 1)
+	go func() { done <- measure(context.Background(), o, "load", ws, nil, 1, 1, 1) }()
+	select {
+	case res := <-done:
+		if res.ops != 20 || res.op != "load" || res.errorCount() != 0 {
+			t.Errorf("load result: %+v", res)
+		}
+	case <-time.After(time.Minute): // -load-limit is 10 minutes
+		t.Fatal("measure waited for -load-limit after every key was written")
 	}
 }

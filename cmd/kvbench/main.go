@@ -89,43 +89,22 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}()
 	ws := newWorkers(clients, o.keys, o.seed)
 
-	if o.preload && o.target != "bare" && (o.op == "get" || o.op == "mixed" || o.op == "cas") {
+	if o.load > 0 {
+		if err := runAndReport(ctx, o, "load", ws, clients, c.pids(), len(endpoints), 1, 1, stdout, stderr); err != nil {
+			return err
+		}
+	} else if o.preload && o.target != "bare" && (o.op == "get" || o.op == "mixed" || o.op == "cas") {
 		fmt.Fprintf(stderr, "kvbench: preloading %d keys\n", o.keys)
 		if err := fill(ctx, ws, o.valueSize, preloadLimit, o.timeout); err != nil {
 			return err
 		}
 	}
-	runs := o.runs
-	if o.op == "load" {
-		runs = 1
-	}
-	for r := 1; r <= runs; r++ {
-		res := measure(ctx, o, ws, c.pids(), len(endpoints), r, runs)
-		if ctx.Err() != nil {
-			fmt.Fprintln(stdout, res.summary())
-			return ctx.Err()
-		}
-		if o.op == "load" {
-			written := 0
-			for _, w := range ws {
-				written += w.next
-			}
-			fmt.Fprintf(stderr, "kvbench: wrote %d of %d keys once each\n", written, o.load)
-		}
-		if o.verify && o.writes() && o.target != "bare" {
-			checks := collectChecks(ws, o.verifySample, o.seed+uint64(r))
-			v := verify(ctx, clients, checks, o.valueSize, o.timeout)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			res.applied = v.applied()
-			fmt.Fprintf(stderr, "kvbench: verified %d keys with linearizable reads: %d hold their last acknowledged value; failed reads %s\n",
-				v.checked, v.matched, formatKinds(v.readErrors))
-			if len(v.examples) > 0 {
-				fmt.Fprintf(stderr, "kvbench: keys without their last acknowledged value, e.g. %v\n", v.examples)
+	if o.op != "load" {
+		for r := 1; r <= o.runs; r++ {
+			if err := runAndReport(ctx, o, o.op, ws, clients, c.pids(), len(endpoints), r, o.runs, stdout, stderr); err != nil {
+				return err
 			}
 		}
-		fmt.Fprintln(stdout, res.summary())
 	}
 	if o.rss {
 		c.reportMemory(ctx, o.target, stdout)
@@ -135,10 +114,47 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if o.restart == "kill" {
 			sig = syscall.SIGKILL
 		}
-		if err := c.restartFollower(ctx, sig, stdout); err != nil {
-			return err
+		for range o.restarts {
+			if err := c.restartFollower(ctx, sig, stdout); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
+}
+
+// runAndReport runs op once, verifies what it wrote, and prints the summary.
+func runAndReport(ctx context.Context, o *options, op string, ws []*worker, clients []client, pids []int,
+	members, run, runs int, stdout, stderr io.Writer) error {
+	res := measure(ctx, o, op, ws, pids, members, run, runs)
+	if ctx.Err() != nil {
+		fmt.Fprintln(stdout, res.summary())
+		return ctx.Err()
+	}
+	if op == "load" {
+		written := 0
+		for _, w := range ws {
+			written += w.next
+		}
+		fmt.Fprintf(stderr, "kvbench: wrote %d of %d keys once each\n", written, o.load)
+		if written < o.load {
+			defer fmt.Fprintf(stderr, "kvbench: -load stopped after -load-limit %v\n", o.loadLimit)
+		}
+	}
+	if o.verify && op != "get" && o.target != "bare" {
+		checks := collectChecks(ws, o.verifySample, o.seed+uint64(run))
+		v := verify(ctx, clients, checks, o.valueSize, o.timeout)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		res.applied = v.applied()
+		fmt.Fprintf(stderr, "kvbench: verified %d keys with linearizable reads: %d hold their last acknowledged value; failed reads %s\n",
+			v.checked, v.matched, formatKinds(v.readErrors))
+		if len(v.examples) > 0 {
+			fmt.Fprintf(stderr, "kvbench: keys without their last acknowledged value, e.g. %v\n", v.examples)
+		}
+	}
+	fmt.Fprintln(stdout, res.summary())
 	return nil
 }
 
@@ -182,10 +198,10 @@ func makeClients(o *options, eps []string) ([]client, error) {
 }
 
 // measure runs one warm-up and measured stretch (or the whole -load).
-func measure(ctx context.Context, o *options, ws []*worker, pids []int, members, run, runs int) *result {
+func measure(ctx context.Context, o *options, op string, ws []*worker, pids []int, members, run, runs int) *result {
 	now := time.Now()
 	p := phase{
-		op:           o.op,
+		op:           op,
 		from:         now.Add(o.warmup),
 		end:          now.Add(o.warmup + o.duration),
 		timeout:      o.timeout,
@@ -194,15 +210,19 @@ func measure(ctx context.Context, o *options, ws []*worker, pids []int, members,
 		putRatio:     o.putRatio,
 		serializable: o.serializable(),
 	}
-	if o.op == "load" {
-		p.from, p.end = now, now.Add(o.duration)
+	if op == "load" {
+		for _, w := range ws {
+			w.next = 0
+		}
+		p.from, p.end = now, now.Add(o.loadLimit)
 	}
-	cpuC := make(chan string, 1)
-	go func() { cpuC <- watchCPU(ctx, p.from, p.end, pids) }()
+	cpuC, stopped := make(chan string, 1), make(chan struct{})
+	go func() { cpuC <- watchCPU(ctx, p.from, p.end, stopped, pids) }()
 	ops, lat, errs := runPhase(ctx, ws, p)
+	close(stopped)
 	cpu := <-cpuC
 	elapsed := o.duration
-	if o.op == "load" || ctx.Err() != nil {
+	if op == "load" || ctx.Err() != nil {
 		stopped := time.Now()
 		if stopped.After(p.end) {
 			stopped = p.end
@@ -210,21 +230,24 @@ func measure(ctx context.Context, o *options, ws []*worker, pids []int, members,
 		elapsed = max(0, stopped.Sub(p.from))
 	}
 	consistency := o.consistency
-	if o.op == "put" || o.op == "load" {
+	if op == "put" || op == "load" {
 		consistency = "-"
 	}
 	return &result{
-		target: o.target, op: o.op, sendTo: o.sendTo, consistency: consistency,
+		target: o.target, op: op, sendTo: o.sendTo, consistency: consistency,
 		members: members, conc: o.conc, value: o.valueSize, keys: o.keys, run: run, runs: runs,
 		ops: ops, elapsed: elapsed, lat: lat, errors: errs, applied: -1, cpu: cpu,
 	}
 }
 
-// watchCPU samples CPU use at from and at end (or when the load stops
-// early) and renders it for the summary line; "" where it cannot.
-func watchCPU(ctx context.Context, from, end time.Time, pids []int) string {
+// watchCPU samples CPU use at from and at end, or when the load stops
+// before end (-load, an interrupt), and renders it for the summary line;
+// "" where it cannot.
+func watchCPU(ctx context.Context, from, end time.Time, stopped <-chan struct{}, pids []int) string {
 	select {
 	case <-time.After(time.Until(from)):
+	case <-stopped:
+		return ""
 	case <-ctx.Done():
 		return ""
 	}
@@ -234,6 +257,7 @@ func watchCPU(ctx context.Context, from, end time.Time, pids []int) string {
 	}
 	select {
 	case <-time.After(time.Until(end)):
+	case <-stopped:
 	case <-ctx.Done():
 	}
 	b, err := sampleCPU(pids)

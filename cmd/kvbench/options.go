@@ -35,8 +35,10 @@ type options struct {
 	preload      bool
 	verify       bool
 	verifySample int // keys to verify after a run; 0 verifies every key written
-	load         int // -load N: write keys 0..N-1 once each and stop
+	load         int // -load N: first write keys 0..N-1 once each
+	loadLimit    time.Duration
 	restart      string
+	restarts     int
 	rss          bool
 	seed         uint64
 
@@ -55,6 +57,9 @@ whether every acknowledged write can be read back.
   kvbench -endpoints http://127.0.0.1:12380,http://127.0.0.1:22380 -op get
   # the HTTP ceiling: the same client code against a trivial handler
   kvbench -target bare -op get
+  # memory and restart time with 1M keys, then PUTs on that state
+  kvbench -cluster 3 -load 1000000 -verify-sample 20000 -rss -restart kill
+  kvbench -cluster 3 -load 1000000 -verify-sample 20000 -op put -runs 3
 
 Each run prints one summary line on stdout:
   kvbench: target=... op=... conc=... value=... ops_s=... p50_ms=... p90_ms=... p99_ms=... max_ms=... errors=... applied=... ...
@@ -84,7 +89,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.conc, "conc", 64, "concurrent clients, each with its own keep-alive connection")
 	fs.IntVar(&o.valueSize, "value", 256, "value size in bytes")
 	fs.IntVar(&o.keys, "keys", 10000, "key space (keys are 16 bytes: k000000000000042)")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of one run (and the bound of -load)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of one run")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before the measured time starts")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "per-request timeout")
 	fs.StringVar(&o.consistency, "consistency", "linearizable", "GET consistency: linearizable or serializable")
@@ -92,8 +97,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.preload, "preload", true, "before get, mixed and cas runs, write every key once")
 	fs.BoolVar(&o.verify, "verify", true, "after runs that write, read back the last acknowledged value of every key written")
 	fs.IntVar(&o.verifySample, "verify-sample", 0, "verify only this many randomly chosen keys (0: all)")
-	fs.IntVar(&o.load, "load", 0, "write keys 0..N-1 once each with -conc clients, then stop (bounded by -duration)")
+	fs.IntVar(&o.load, "load", 0, "first write keys 0..N-1 once each with -conc clients and report it (op=load); the key space becomes N. Without -op nothing else runs")
+	fs.DurationVar(&o.loadLimit, "load-limit", 10*time.Minute, "longest -load may take")
 	fs.StringVar(&o.restart, "restart", "", "with -cluster: afterwards stop a follower with SIGKILL (kill) or SIGTERM (term), start it again and time it until it serves a GET")
+	fs.IntVar(&o.restarts, "restart-count", 1, "how many times -restart restarts a follower (one line each)")
 	fs.BoolVar(&o.rss, "rss", false, "with -cluster: report each member's resident memory after the runs")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the clients' random key choice")
 	fs.StringVar(&o.serveBare, "serve-bare", "", "internal: serve the bare handler on this loopback address and wait for SIGTERM")
@@ -152,8 +159,8 @@ func (o *options) check() error {
 	default:
 		return fmt.Errorf("-op %q: want put, get, mixed or cas", o.op)
 	}
-	if o.load > 0 && o.op != "load" {
-		return errors.New("-load writes keys once; it cannot be combined with -op")
+	if o.load < 0 {
+		return errors.New("-load must not be negative")
 	}
 	if o.load > 0 {
 		o.keys = o.load
@@ -184,12 +191,16 @@ func (o *options) check() error {
 		return fmt.Errorf("-keys %d is below -conc %d: every writing client owns its own keys", o.keys, o.conc)
 	case o.duration <= 0:
 		return errors.New("-duration must be positive")
+	case o.loadLimit <= 0:
+		return errors.New("-load-limit must be positive")
 	case o.warmup < 0:
 		return errors.New("-warmup must not be negative")
 	case o.timeout <= 0:
 		return errors.New("-timeout must be positive")
 	case o.runs < 1:
 		return errors.New("-runs must be at least 1")
+	case o.restarts < 1:
+		return errors.New("-restart-count must be at least 1")
 	case o.putRatio < 0 || o.putRatio > 1:
 		return errors.New("-put-ratio must be between 0 and 1")
 	case o.verifySample < 0:
