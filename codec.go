@@ -152,11 +152,15 @@ type kvState struct {
 }
 
 func encodeKV(s kvState) []byte {
+	// Size the buffer exactly: a snapshot can be hundreds of megabytes.
 	size := 1 + 3*binary.MaxVarintLen64
 	s.Items.Ascend(func(it kvItem) bool {
-		size += len(it.Key) + len(it.Value) + 3*binary.MaxVarintLen64
+		size += bytesLen(len(it.Key)) + uvarintLen(it.Rev) + bytesLen(len(it.Value))
 		return true
 	})
+	for _, e := range s.History {
+		size += 1 + bytesLen(len(e.Key)) + uvarintLen(e.Rev) + bytesLen(len(e.Value))
+	}
 	b := make([]byte, 0, size)
 	b = append(b, codecVersion)
 	b = binary.AppendUvarint(b, uint64(s.Items.Len()))
@@ -250,6 +254,18 @@ func decodeSnapshot(data []byte) (snapshotState, error) {
 	}
 	return s, nil
 }
+
+// uvarintLen is how many bytes binary.AppendUvarint writes for v.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
+}
+
+// bytesLen is how many bytes appendBytes writes for n bytes.
+func bytesLen(n int) int { return uvarintLen(uint64(n)) + n }
 
 func appendBytes(b, p []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p)))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"testing"
@@ -91,5 +92,18 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	// A huge claimed count must not allocate: it is bounded by the input.
 	if _, err := decodeKV([]byte{codecVersion, 0xff, 0xff, 0xff, 0xff, 0x0f}); err == nil {
 		t.Fatal("absurd count accepted")
+	}
+}
+
+// encodeKV sizes its buffer exactly, so a large snapshot is not copied on
+// growth nor over-allocated.
+func TestEncodeKVSizesExactly(t *testing.T) {
+	items := newKVTree()
+	for i := range 1000 {
+		items.ReplaceOrInsert(kvItem{Key: string(rune('a'+i%26)) + string(make([]byte, i%300)), Value: make([]byte, i), Rev: uint64(i) << 20})
+	}
+	b := encodeKV(kvState{Items: items, HistStart: 7, History: []event{{Type: opPut, Key: "k", Value: make([]byte, 200), Rev: 1 << 40}}})
+	if slack := cap(b) - len(b); slack < 0 || slack > 3*binary.MaxVarintLen64 {
+		t.Fatalf("buffer capacity %d for %d bytes", cap(b), len(b))
 	}
 }
