@@ -219,15 +219,8 @@ func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
 	s.metrics.proposalsPending.Inc()
 	defer s.metrics.proposalsPending.Dec()
 	r := request{ID: s.ids.Next(), Ops: ops}
-	ch := s.waits.Register(r.ID)
-	if err := submit(ctx, s.proposeC, proposal{data: encodeRequest(r)}, s.stopped); err != nil {
-		s.waits.Trigger(r.ID, nil)
-		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
-		return txnResult{}, err
-	}
-	x, err := await(ctx, ch, s.leader, s.stopped)
+	x, err := proposeAndWait(ctx, s.proposeC, proposal{data: encodeRequest(r)}, s.waits, r.ID, s.leader, s.stopped)
 	if err != nil {
-		s.waits.Trigger(r.ID, nil)
 		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
 		return txnResult{}, err
 	}

@@ -318,14 +318,8 @@ func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) (uint64,
 	}
 	id := m.ids.Next()
 	cc.Id = &id
-	ch := rc.confWaits.Register(id)
-	if err := submit(ctx, m.confChangeC, proposal{confChange: cc}, rc.stopc); err != nil {
-		rc.confWaits.Trigger(id, nil)
-		return 0, err
-	}
-	x, err := await(ctx, ch, rc.leader, rc.stopc)
+	x, err := proposeAndWait(ctx, m.confChangeC, proposal{confChange: cc}, rc.confWaits, id, rc.leader, rc.stopc)
 	if err != nil {
-		rc.confWaits.Trigger(id, nil)
 		return 0, err
 	}
 	r, _ := x.(confApplied)

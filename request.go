@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/pkg/v3/wait"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 )
@@ -119,6 +120,23 @@ func leaderKnown(ctx context.Context, leader *leaderWatch) error {
 			return ctxErr(ctx)
 		}
 	}
+}
+
+// proposeAndWait submits p under request ID id and waits until the applier
+// triggers id in waits; on any failure it withdraws the registration.
+func proposeAndWait(ctx context.Context, proposeC chan<- proposal, p proposal, waits wait.Wait, id uint64,
+	leader *leaderWatch, stopped <-chan struct{}) (any, error) {
+	ch := waits.Register(id)
+	if err := submit(ctx, proposeC, p, stopped); err != nil {
+		waits.Trigger(id, nil)
+		return nil, err
+	}
+	x, err := await(ctx, ch, leader, stopped)
+	if err != nil {
+		waits.Trigger(id, nil)
+		return nil, err
+	}
+	return x, nil
 }
 
 // await waits for the applier to trigger ch. It returns early when the
