@@ -172,9 +172,6 @@ func (m *memberAPI) removedItself(mc memberChange) bool {
 // changeAsLeader checks and proposes mc on the leader.
 func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (changeResult, error) {
 	rc := m.rc
-	if mc.Op == "remove" && mc.ID == rc.cfg.ID {
-		return m.removeLeader(ctx, mc)
-	}
 	if !m.busy.TryLock() {
 		return changeResult{}, errChangeInProgress
 	}
@@ -189,6 +186,9 @@ func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (change
 	}
 	if rc.lastConfIndex.Load() > rc.applied.Load() {
 		return changeResult{}, errChangeInProgress
+	}
+	if mc.Op == "remove" && mc.ID == rc.cfg.ID {
+		return m.removeLeader(ctx, mc)
 	}
 	cc, err := m.confChangeFor(&mc)
 	if err != nil {
