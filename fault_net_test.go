@@ -72,6 +72,7 @@ type proxyNet struct {
 	blocked map[[2]int]bool   // {from, to}: bytes from -> to do not flow
 	cuts    map[[2]int]uint64 // {from, to}: how many times it was blocked
 	changed chan struct{}     // closed and replaced at every change
+	ports   map[int]bool      // member ports handed out, so none is given twice
 }
 
 func newProxyNet(t *testing.T) *proxyNet {
@@ -81,17 +82,34 @@ func newProxyNet(t *testing.T) *proxyNet {
 		blocked: map[[2]int]bool{},
 		cuts:    map[[2]int]uint64{},
 		changed: make(chan struct{}),
+		ports:   map[int]bool{},
 	}
 	t.Cleanup(n.heal) // release requests that wait at the proxies
 	return n
+}
+
+// newPort picks a free port no earlier member was given: a port picked and
+// released for a member that has not started yet is free to the kernel, and
+// was seen handed out again to a later member (TestFaultFive, "ID mismatch").
+func (n *proxyNet) newPort(t *testing.T) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for range 100 {
+		if p := freePorts(t, 1)[0]; !n.ports[p] {
+			n.ports[p] = true
+			return p
+		}
+	}
+	t.Fatal("no fresh free port in 100 tries")
+	return 0
 }
 
 func (n *proxyNet) name() string         { return "proxy" }
 func (n *proxyNet) client() *http.Client { return n.c }
 
 func (n *proxyNet) add(t *testing.T, id int) memberAddrs {
-	ports := freePorts(t, 2)
-	listen := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	listenPort, apiPort := n.newPort(t), n.newPort(t)
+	listen := fmt.Sprintf("http://127.0.0.1:%d", listenPort)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,8 +134,8 @@ func (n *proxyNet) add(t *testing.T, id int) memberAddrs {
 	return memberAddrs{
 		listenURL: listen,
 		peerURL:   "http://" + ln.Addr().String(),
-		apiBase:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		apiPort:   ports[1],
+		apiBase:   fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		apiPort:   apiPort,
 	}
 }
 
