@@ -84,10 +84,14 @@ func BenchmarkSnapshotEncode(b *testing.B) {
 	if n := s.len(); n != keys {
 		b.Fatalf("store holds %d keys, want %d", n, keys)
 	}
-	var size int
+	var size int64
 	b.ReportAllocs()
 	for b.Loop() {
-		size = len(s.getSnapshot()())
+		var w countingWriter
+		if err := s.getSnapshot()(&w); err != nil {
+			b.Fatal(err)
+		}
+		size = int64(w)
 	}
-	b.SetBytes(int64(size))
+	b.SetBytes(size)
 }

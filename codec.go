@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
 
 	"github.com/google/btree"
 )
@@ -151,76 +155,213 @@ type kvState struct {
 	History   []event
 }
 
-func encodeKV(s kvState) []byte {
-	// Size the buffer exactly: a snapshot can be hundreds of megabytes.
-	size := 1 + 3*binary.MaxVarintLen64
-	s.Items.Ascend(func(it kvItem) bool {
-		size += bytesLen(len(it.Key)) + uvarintLen(it.Rev) + bytesLen(len(it.Value))
-		return true
-	})
-	for _, e := range s.History {
-		size += 1 + bytesLen(len(e.Key)) + uvarintLen(e.Rev) + bytesLen(len(e.Value))
-	}
-	b := make([]byte, 0, size)
-	b = append(b, codecVersion)
+// The key-value state of a snapshot is streamed to its own file,
+// <index>.snap.db in the snapshot directory, the way etcd keeps its backend
+// database beside raft's .snap files: a state of millions of keys is never
+// held in one buffer, nor in raft's MemoryStorage. The stream is the format
+// version, the items in key order, the history, and a CRC-32C of all of it.
+const stateVersion = 2
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// writeKV streams s to w.
+func writeKV(w io.Writer, s kvState) error {
+	crc := crc32.New(crcTable)
+	mw := io.MultiWriter(w, crc)
+	b := make([]byte, 0, 256)
+	b = append(b, stateVersion)
 	b = binary.AppendUvarint(b, uint64(s.Items.Len()))
+	var err error
+	put := func(head, value []byte) bool {
+		if _, err = mw.Write(head); err == nil {
+			_, err = mw.Write(value)
+		}
+		return err == nil
+	}
 	s.Items.Ascend(func(it kvItem) bool {
 		b = appendBytes(b, []byte(it.Key))
 		b = binary.AppendUvarint(b, it.Rev)
-		b = appendBytes(b, it.Value)
-		return true
+		b = binary.AppendUvarint(b, uint64(len(it.Value)))
+		ok := put(b, it.Value)
+		b = b[:0]
+		return ok
 	})
 	b = binary.AppendUvarint(b, s.HistStart)
 	b = binary.AppendUvarint(b, uint64(len(s.History)))
 	for _, e := range s.History {
+		if err != nil {
+			break
+		}
 		b = append(b, byte(e.Type))
 		b = appendBytes(b, []byte(e.Key))
 		b = binary.AppendUvarint(b, e.Rev)
-		b = appendBytes(b, e.Value)
+		b = binary.AppendUvarint(b, uint64(len(e.Value)))
+		put(b, e.Value)
+		b = b[:0]
 	}
-	return b
+	if err == nil {
+		_, err = mw.Write(b)
+	}
+	if err == nil {
+		_, err = w.Write(binary.LittleEndian.AppendUint32(nil, crc.Sum32()))
+	}
+	return err
 }
 
-func decodeKV(data []byte) (kvState, error) {
-	d := decoder{buf: data}
-	if v := d.byte(); v != codecVersion {
-		return kvState{}, fmt.Errorf("decode kv snapshot: %w: version %d", errCorrupt, v)
+// readKV decodes a stream of size bytes written by writeKV. Lengths are
+// checked against the bytes left, so a corrupt file cannot make it allocate
+// more than the file holds.
+func readKV(r io.Reader, size int64) (kvState, error) {
+	d := &stateDecoder{r: bufio.NewReaderSize(r, 1<<16), left: size}
+	if v := d.byte(); v != stateVersion && d.err == nil {
+		return kvState{}, fmt.Errorf("decode kv state: %w: version %d", errCorrupt, v)
 	}
 	s := kvState{Items: newKVTree()}
 	n := d.count()
+	var key []byte
 	for i := 0; i < n && d.err == nil; i++ {
-		it := kvItem{Key: string(d.bytes()), Rev: d.uvarint(), Value: d.bytes()}
+		key = d.field(key[:0])
+		it := kvItem{Key: string(key), Rev: d.uvarint()}
+		it.Value = d.field(nil)
 		s.Items.ReplaceOrInsert(it)
 	}
 	s.HistStart = d.uvarint()
 	n = d.count()
 	s.History = make([]event, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		e := event{Type: opKind(d.byte()), Key: string(d.bytes()), Rev: d.uvarint(), Value: d.bytes()}
+		e := event{Type: opKind(d.byte())}
+		key = d.field(key[:0])
+		e.Key, e.Rev, e.Value = string(key), d.uvarint(), d.field(nil)
 		s.History = append(s.History, e)
 	}
 	if err := d.finish(); err != nil {
-		return kvState{}, fmt.Errorf("decode kv snapshot: %w", err)
+		return kvState{}, fmt.Errorf("decode kv state: %w", err)
 	}
 	return s, nil
+}
+
+// stateDecoder reads writeKV's fields from a stream, keeping a CRC of what
+// it consumed. The first failure sticks, so callers check err at the end.
+type stateDecoder struct {
+	r    *bufio.Reader
+	left int64 // bytes of the stream not yet consumed
+	crc  uint32
+	err  error
+	one  [binary.MaxVarintLen64]byte
+}
+
+func (d *stateDecoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated %s", errCorrupt, what)
+	}
+}
+
+func (d *stateDecoder) consumed(p []byte) {
+	d.crc = crc32.Update(d.crc, crcTable, p)
+	d.left -= int64(len(p))
+}
+
+func (d *stateDecoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	c, err := d.r.ReadByte()
+	if err != nil {
+		d.fail("header")
+		return 0
+	}
+	d.one[0] = c
+	d.consumed(d.one[:1])
+	return c
+}
+
+func (d *stateDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	var v uint64
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		c, err := d.r.ReadByte()
+		if err != nil {
+			break
+		}
+		d.one[i] = c
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				break // overflows 64 bits
+			}
+			d.consumed(d.one[:i+1])
+			return v | uint64(c)<<(7*i)
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+	}
+	d.fail("number")
+	return 0
+}
+
+// field reads a length-prefixed field, appending it to buf.
+func (d *stateDecoder) field(buf []byte) []byte {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(d.left) {
+		d.fail("field")
+		return nil
+	}
+	if buf == nil {
+		buf = make([]byte, 0, n) // an exact allocation: values are kept
+	}
+	start := len(buf)
+	buf = slices.Grow(buf, int(n))[:start+int(n)]
+	if _, err := io.ReadFull(d.r, buf[start:]); err != nil {
+		d.fail("field")
+		return nil
+	}
+	d.consumed(buf[start:])
+	return buf
+}
+
+// count reads a number of records, each at least one byte long.
+func (d *stateDecoder) count() int {
+	n := d.uvarint()
+	if n > uint64(d.left) {
+		d.fail("count")
+		return 0
+	}
+	return int(n)
+}
+
+// finish checks the CRC trailer and that nothing follows it.
+func (d *stateDecoder) finish() error {
+	if d.err != nil {
+		return d.err
+	}
+	var sum [4]byte
+	if _, err := io.ReadFull(d.r, sum[:]); err != nil {
+		return fmt.Errorf("%w: truncated checksum", errCorrupt)
+	}
+	if got := binary.LittleEndian.Uint32(sum[:]); got != d.crc {
+		return fmt.Errorf("%w: checksum %08x, want %08x", errCorrupt, d.crc, got)
+	}
+	if _, err := d.r.ReadByte(); err != io.EOF {
+		return fmt.Errorf("%w: trailing bytes", errCorrupt)
+	}
+	return nil
 }
 
 func newKVTree() *btree.BTreeG[kvItem] {
 	return btree.NewG(32, func(a, b kvItem) bool { return a.Key < b.Key })
 }
 
-// snapshotState is what a raft snapshot holds: the membership known at the
-// snapshot's index (so a restarted member can reach peers added at run time)
-// and the kvstore's own encoding of its map.
+// snapshotState is what a raft snapshot's data holds: the membership known
+// at the snapshot's index, so a restarted member can reach peers added at
+// run time. The key-value state is in the snapshot's .snap.db file.
 type snapshotState struct {
 	Members map[uint64]string // member ID -> peer URL
 	Removed []uint64          // IDs that may never be used again
-	KV      []byte
 }
 
 func encodeSnapshot(s snapshotState) []byte {
-	b := make([]byte, 0, 16+len(s.KV)+64*len(s.Members))
-	b = append(b, codecVersion)
+	b := make([]byte, 0, 16+64*len(s.Members))
+	b = append(b, stateVersion)
 	b = binary.AppendUvarint(b, uint64(len(s.Members)))
 	for id, u := range s.Members {
 		b = binary.AppendUvarint(b, id)
@@ -230,13 +371,13 @@ func encodeSnapshot(s snapshotState) []byte {
 	for _, id := range s.Removed {
 		b = binary.AppendUvarint(b, id)
 	}
-	return appendBytes(b, s.KV)
+	return b
 }
 
 func decodeSnapshot(data []byte) (snapshotState, error) {
 	d := decoder{buf: data}
-	if v := d.byte(); v != codecVersion {
-		return snapshotState{}, fmt.Errorf("decode snapshot: %w: version %d", errCorrupt, v)
+	if v := d.byte(); v != stateVersion && d.err == nil {
+		return snapshotState{}, fmt.Errorf("decode snapshot: %w: version %d (snapshots before format %d are not supported)", errCorrupt, v, stateVersion)
 	}
 	s := snapshotState{Members: map[uint64]string{}}
 	n := d.count()
@@ -248,24 +389,11 @@ func decodeSnapshot(data []byte) (snapshotState, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		s.Removed = append(s.Removed, d.uvarint())
 	}
-	s.KV = d.bytes()
 	if err := d.finish(); err != nil {
 		return snapshotState{}, fmt.Errorf("decode snapshot: %w", err)
 	}
 	return s, nil
 }
-
-// uvarintLen is how many bytes binary.AppendUvarint writes for v.
-func uvarintLen(v uint64) int {
-	n := 1
-	for ; v >= 0x80; v >>= 7 {
-		n++
-	}
-	return n
-}
-
-// bytesLen is how many bytes appendBytes writes for n bytes.
-func bytesLen(n int) int { return uvarintLen(uint64(n)) + n }
 
 func appendBytes(b, p []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p)))

@@ -149,6 +149,40 @@ func TestFaultFailpoints(t *testing.T) {
 	}
 }
 
+// The newest snapshot's state file (.snap.db) is damaged: its checksum
+// gives it away, and the member starts from the snapshot before it.
+func TestFaultDamagedNewestStateFile(t *testing.T) {
+	c := newProcCluster(t, 1, "--snapshot-count", "5", "--snapshot-catchup-entries", "2", "--max-snapshots", "3")
+	c.start()
+	kv := map[string]string{}
+	for i := range 40 {
+		key := fmt.Sprintf("key-%d", i)
+		putOK(t, c.url(1), key, fmt.Sprint(i))
+		kv[key] = fmt.Sprint(i)
+	}
+	m := c.member(1)
+	m.terminate(0)
+	dbs, _ := filepath.Glob(filepath.Join(c.dataDir, "raftexample-1-snap", "*.snap.db"))
+	if len(dbs) < 2 {
+		t.Fatalf("want at least 2 state files to fall back on, have %v", dbs)
+	}
+	slices.Sort(dbs)
+	newest := dbs[len(dbs)-1]
+	data, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x01 // one bit: only the checksum can tell
+	if err := os.WriteFile(newest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	waitServing(t, c.url(1))
+	if err := checkKeys(c.url(1), present(kv)); err != nil {
+		t.Fatalf("after falling back to an older snapshot: %v", err)
+	}
+}
+
 // The newest snapshot file is damaged: the member sets it aside and starts
 // from the one before, replaying the WAL from there.
 func TestFaultDamagedNewestSnapshot(t *testing.T) {

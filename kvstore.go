@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -58,7 +60,7 @@ type committedEntry struct {
 // or a snapshot to restore (index > 0) before them. The applier closes
 // applyDoneC when done, which lets raftNode snapshot a state it knows.
 type commit struct {
-	snapshot      []byte
+	snapshot      *kvState
 	snapshotIndex uint64
 	entries       []committedEntry
 	applyDoneC    chan<- struct{}
@@ -128,12 +130,8 @@ func (s *kvstore) readCommits(commitC <-chan *commit) {
 	defer s.closeWatchers()
 	defer close(s.stopped)
 	for c := range commitC {
-		if c.snapshotIndex > 0 {
-			if err := s.restore(c.snapshot, c.snapshotIndex); err != nil {
-				// raftNode verified the snapshot before publishing it, so this
-				// is a bug; keep the old state rather than a half one.
-				s.logger.Error("cannot restore snapshot", zap.Uint64("index", c.snapshotIndex), zap.Error(err))
-			}
+		if c.snapshot != nil {
+			s.restore(*c.snapshot, c.snapshotIndex)
 		}
 		s.apply(c.entries)
 		close(c.applyDoneC)
@@ -290,8 +288,11 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 	for _, o := range ops {
 		switch o.Kind {
 		case opPut:
-			s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: o.Value, Rev: index})
-			evs = append(evs, event{Type: opPut, Key: o.Key, Value: o.Value, Rev: index})
+			// A copy of exactly the value's size: o.Value points into the
+			// whole raft entry, which the store must not keep alive.
+			v := bytes.Clone(o.Value)
+			s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
+			evs = append(evs, event{Type: opPut, Key: o.Key, Value: v, Rev: index})
 		case opDelete:
 			if _, ok := s.items.Delete(kvItem{Key: o.Key}); ok {
 				evs = append(evs, event{Type: opDelete, Key: o.Key, Rev: index})
@@ -333,25 +334,22 @@ func (s *kvstore) record(evs []event) {
 // is cheap (a copy-on-write clone of the tree and a copy of the history);
 // encoding it, the slow part, happens in the returned function, off the
 // Ready loop.
-func (s *kvstore) getSnapshot() func() []byte {
+func (s *kvstore) getSnapshot() func(io.Writer) error {
 	s.mu.Lock() // Clone updates the tree's copy-on-write bookkeeping
 	st := kvState{Items: s.items.Clone(), HistStart: s.histStart, History: slices.Clone(s.history)}
 	s.mu.Unlock()
-	return func() []byte { return encodeKV(st) }
+	return func(w io.Writer) error { return writeKV(w, st) }
 }
 
-func (s *kvstore) restore(data []byte, index uint64) error {
-	st, err := decodeKV(data)
-	if err != nil {
-		return err
-	}
+// restore replaces the state with a snapshot's, which raftNode has read
+// and checked.
+func (s *kvstore) restore(st kvState, index uint64) {
 	s.mu.Lock()
 	s.items, s.histStart, s.history = st.Items, st.HistStart, st.History
 	s.applied = index
 	s.cutOffWatchers() // they may have missed events the snapshot skips over
 	s.mu.Unlock()
 	s.appliedAt.Trigger(index)
-	return nil
 }
 
 // len returns the number of keys.

@@ -22,6 +22,7 @@ type metrics struct {
 	applyDuration      prometheus.Histogram
 	readIndexDuration  prometheus.Histogram
 	snapshotDuration   prometheus.Histogram
+	snapshotInProgress prometheus.Gauge
 	leaderChanges      prometheus.Counter
 	hasLeader          prometheus.Gauge
 	isLeader           prometheus.Gauge
@@ -46,6 +47,8 @@ func newMetrics() *metrics {
 			Help: "Time for one ReadIndex round (shared by concurrent linearizable reads).", Buckets: fast}),
 		snapshotDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "snapshot_duration_seconds",
 			Help: "Time to encode and save one snapshot.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		snapshotInProgress: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "snapshot_in_progress",
+			Help: "1 while this member writes a snapshot of its own."}),
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leader_changes_total",
 			Help: "Times this member saw the leader change."}),
 		hasLeader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "has_leader",
@@ -58,7 +61,7 @@ func newMetrics() *metrics {
 			Help: "Client HTTP request latency by route.", Buckets: fast}, []string{"route"}),
 	}
 	m.registry.MustRegister(m.proposalsPending, m.proposalsCommitted, m.proposalsFailed, m.applyDuration,
-		m.readIndexDuration, m.snapshotDuration, m.leaderChanges, m.hasLeader, m.isLeader,
+		m.readIndexDuration, m.snapshotDuration, m.snapshotInProgress, m.leaderChanges, m.hasLeader, m.isLeader,
 		m.httpRequests, m.httpDuration)
 	return m
 }

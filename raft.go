@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -92,14 +93,14 @@ type raftNode struct {
 	waldir  string
 	snapdir string
 
-	getSnapshot func() func() []byte
+	getSnapshot func() func(io.Writer) error
 
 	// Touched only by the Ready loop goroutine.
 	confState     *raftpb.ConfState
 	snapshotIndex uint64
 	appliedIndex  uint64
-	bootSnapshot  *raftpb.Snapshot // restored first, before any Ready
-	leading       bool             // raft state is leader
+	bootSnapshot  *loadedSnapshot // restored first, before any Ready
+	leading       bool            // raft state is leader
 
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
@@ -136,7 +137,7 @@ type raftNode struct {
 // newRaftNode opens (or creates) this member's WAL and snapshots, starts raft
 // and the peer transport, and returns once the member is running. Errors
 // that make the data or configuration unusable are returned, not logged.
-func newRaftNode(cfg raftConfig, getSnapshot func() func() []byte, proposeC, confChangeC <-chan proposal) (*raftNode, error) {
+func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, proposeC, confChangeC <-chan proposal) (*raftNode, error) {
 	if cfg.ID == 0 || cfg.ID > uint64(len(cfg.Peers)) {
 		return nil, fmt.Errorf("--id %d has no entry in --cluster (%d URLs)", cfg.ID, len(cfg.Peers))
 	}
@@ -193,7 +194,7 @@ func (rc *raftNode) startRaft() error {
 		ElectionTick:              rc.cfg.ElectionTicks,
 		HeartbeatTick:             rc.cfg.HeartbeatTicks,
 		Storage:                   rc.raftStorage,
-		Applied:                   rc.bootSnapshot.GetMetadata().GetIndex(), // what the snapshot already holds
+		Applied:                   rc.bootSnapshot.index(), // what the snapshot already holds
 		MaxSizePerMsg:             1024 * 1024,
 		MaxInflightMsgs:           256,
 		MaxUncommittedEntriesSize: 1 << 30,
@@ -233,6 +234,7 @@ func (rc *raftNode) startTransport() error {
 		LeaderStats: stats.NewLeaderStats(rc.logger, strconv.FormatUint(rc.cfg.ID, 10)),
 		ErrorC:      make(chan error, 1),
 		TLSInfo:     rc.cfg.PeerTLS,
+		Snapshotter: rc.snapshotter, // saves snapshots sent to us as .snap.db files
 	}
 	if err := rc.transport.Start(); err != nil {
 		return fmt.Errorf("start peer transport: %w", err)
@@ -392,7 +394,7 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		// persist them in parallel with it, and an entry commits only once a
 		// quorum, counting the leader only after its own write, has it
 		// (raft thesis §10.2.1).
-		rc.transport.Send(rc.processMessages(rd.Messages))
+		rc.send(rd.Messages)
 	}
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	if hasSnap {
@@ -412,10 +414,14 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		rc.failpoint("after-wal-save-before-apply")
 	}
 	if hasSnap {
+		ls, err := rc.readSnapshot(rd.Snapshot)
+		if err != nil {
+			return err
+		}
 		if err := rc.raftStorage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("apply snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
 		}
-		if err := rc.publishSnapshot(rd.Snapshot); err != nil {
+		if err := rc.publishSnapshot(ls); err != nil {
 			return err
 		}
 	}
@@ -429,7 +435,7 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	rc.noteConfChanges(rd.Entries)
 	if !rc.leading {
 		// Others' messages acknowledge what was just written: send after.
-		rc.transport.Send(rc.processMessages(rd.Messages))
+		rc.send(rd.Messages)
 	}
 	ents, err := rc.entriesToApply(rd.CommittedEntries)
 	if err != nil {
@@ -454,20 +460,45 @@ func (rc *raftNode) noteConfChanges(ents []*raftpb.Entry) {
 	}
 }
 
-// processMessages stamps outgoing snapshots with the current ConfState, so a
-// follower restored from one knows the membership it is joining.
-func (rc *raftNode) processMessages(ms []*raftpb.Message) []*raftpb.Message {
-	for i, m := range ms {
-		if m.GetType() == raftpb.MsgSnap && m.Snapshot != nil {
-			s := proto.Clone(m.Snapshot).(*raftpb.Snapshot) // storage owns the original
-			s.Metadata = raftpb.EnsureSnapshotMetadata(s.Metadata)
-			s.Metadata.ConfState = proto.Clone(rc.confState).(*raftpb.ConfState)
-			m = proto.Clone(m).(*raftpb.Message)
-			m.Snapshot = s
-			ms[i] = m
+// send hands messages to the peer transport. A snapshot goes on its own
+// stream, its .snap.db file following the raft message, and is stamped with
+// the current ConfState, so a follower restored from it knows the membership
+// it is joining.
+func (rc *raftNode) send(ms []*raftpb.Message) {
+	n := 0
+	for _, m := range ms {
+		if m.GetType() != raftpb.MsgSnap || m.Snapshot == nil {
+			ms[n] = m
+			n++
+			continue
 		}
+		rc.sendSnapshot(withConfState(m, rc.confState))
 	}
-	return ms
+	rc.transport.Send(ms[:n])
+}
+
+// withConfState returns a copy of a snapshot message that carries cs; raft's
+// storage owns the original.
+func withConfState(m *raftpb.Message, cs *raftpb.ConfState) *raftpb.Message {
+	s := proto.Clone(m.Snapshot).(*raftpb.Snapshot)
+	s.Metadata = raftpb.EnsureSnapshotMetadata(s.Metadata)
+	s.Metadata.ConfState = proto.Clone(cs).(*raftpb.ConfState)
+	m = proto.Clone(m).(*raftpb.Message)
+	m.Snapshot = s
+	return m
+}
+
+// sendSnapshot streams the snapshot's state file after the message; the
+// transport reports to raft when it is done.
+func (rc *raftNode) sendSnapshot(m *raftpb.Message) {
+	index := m.GetSnapshot().GetMetadata().GetIndex()
+	f, size, err := rc.openStateFile(index)
+	if err != nil {
+		rc.logger.Warn("cannot send snapshot", zap.Uint64("to", m.GetTo()), zap.Uint64("index", index), zap.Error(err))
+		rc.node.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+		return
+	}
+	rc.transport.SendSnapshot(snap.NewMessage(m, f, size))
 }
 
 func (rc *raftNode) entriesToApply(ents []*raftpb.Entry) ([]*raftpb.Entry, error) {
@@ -561,22 +592,18 @@ func (rc *raftNode) updateTransport(cc *raftpb.ConfChange) {
 
 // publishSnapshot restores the membership and the kvstore from a snapshot
 // that is already saved to disk.
-func (rc *raftNode) publishSnapshot(s *raftpb.Snapshot) error {
-	md := s.GetMetadata()
+func (rc *raftNode) publishSnapshot(ls *loadedSnapshot) error {
+	md := ls.raft.GetMetadata()
 	if md.GetIndex() <= rc.appliedIndex && rc.appliedIndex != 0 {
 		return fmt.Errorf("snapshot index %d is not beyond applied index %d", md.GetIndex(), rc.appliedIndex)
 	}
-	state, err := decodeSnapshot(s.GetData())
-	if err != nil {
-		return fmt.Errorf("snapshot %d: %w", md.GetIndex(), err)
-	}
 	rc.setConfState(raftpb.EnsureConfState(proto.Clone(md.GetConfState()).(*raftpb.ConfState)))
-	rc.members.restore(state.Members, state.Removed)
+	rc.members.restore(ls.members.Members, ls.members.Removed)
 	if rc.transport != nil {
 		rc.syncTransport()
 	}
 	select {
-	case rc.commitC <- &commit{snapshot: state.KV, snapshotIndex: md.GetIndex(), applyDoneC: make(chan struct{})}:
+	case rc.commitC <- &commit{snapshot: &ls.kv, snapshotIndex: md.GetIndex(), applyDoneC: make(chan struct{})}:
 	case <-rc.stopc:
 		return errStopping
 	}
@@ -610,19 +637,27 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 	go func() {
 		defer rc.wg.Done()
 		defer rc.snapshotting.Store(false)
+		rc.cfg.Metrics.snapshotInProgress.Set(1)
+		defer rc.cfg.Metrics.snapshotInProgress.Set(0)
 		start := time.Now()
-		data := encodeSnapshot(snapshotState{Members: members, Removed: removed, KV: encodeKV()})
-		if err := rc.createSnapshot(index, cs, data); err != nil {
+		size, err := rc.saveStateFile(index, encodeKV)
+		if err == nil {
+			data := encodeSnapshot(snapshotState{Members: members, Removed: removed})
+			err = rc.createSnapshot(index, cs, data)
+		}
+		if err != nil {
 			rc.fail(err)
+			return
 		}
 		rc.cfg.Metrics.snapshotDuration.Observe(time.Since(start).Seconds())
+		rc.logger.Info("saved snapshot", zap.Uint64("index", index), zap.Int64("state-bytes", size),
+			zap.Duration("took", time.Since(start)))
 	}()
 }
 
 // createSnapshot saves a snapshot of the state at index and compacts the
 // in-memory log, keeping CatchupEntries entries for slow followers.
 func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []byte) error {
-	start := time.Now()
 	s, err := rc.raftStorage.CreateSnapshot(index, cs, data)
 	if errors.Is(err, raft.ErrSnapOutOfDate) {
 		return nil // a newer snapshot from the leader got there first
@@ -643,8 +678,6 @@ func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []by
 		return fmt.Errorf("compact log to %d: %w", compactIndex, err)
 	}
 	rc.failpoint("after-compact")
-	rc.logger.Info("saved snapshot", zap.Uint64("index", index), zap.Int("bytes", len(data)),
-		zap.Uint64("compacted-to", compactIndex), zap.Duration("took", time.Since(start)))
 	return nil
 }
 

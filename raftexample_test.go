@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,11 +26,11 @@ type rawNode struct {
 	confChangeC chan proposal
 }
 
-func startRawNode(t *testing.T, cfg raftConfig, getSnapshot func() func() []byte) *rawNode {
+func startRawNode(t *testing.T, cfg raftConfig, getSnapshot func() func(io.Writer) error) *rawNode {
 	t.Helper()
 	n := &rawNode{proposeC: make(chan proposal), confChangeC: make(chan proposal)}
 	if getSnapshot == nil {
-		getSnapshot = func() func() []byte { return func() []byte { return encodeKV(kvState{Items: newKVTree()}) } }
+		getSnapshot = func() func(io.Writer) error { return emptyState }
 	}
 	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC)
 	if err != nil {
@@ -217,9 +218,9 @@ func TestSnapshotAfterApply(t *testing.T) {
 	cfg.SnapshotCount = 4
 	var pending atomic.Int32 // commits handed out but not yet applied
 	snapshotted := make(chan int32, 16)
-	n := startRawNode(t, cfg, func() func() []byte {
+	n := startRawNode(t, cfg, func() func(io.Writer) error {
 		snapshotted <- pending.Load()
-		return func() []byte { return encodeKV(kvState{Items: newKVTree()}) }
+		return emptyState
 	})
 	go func() {
 		for c := range n.rc.commitC {
@@ -258,11 +259,16 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 		{index: 8, data: encodeRequest(request{Ops: []op{{Kind: opDelete, Key: "gone"}}})},
 		{index: 9},
 	})
-	data := s.getSnapshot()()
-	r := newKVStore(testLogger(t), newMetrics(), 1, 100, nil)
-	if err := r.restore(data, 9); err != nil {
+	var buf bytes.Buffer
+	if err := s.getSnapshot()(&buf); err != nil {
 		t.Fatal(err)
 	}
+	st, err := readKV(&buf, int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newKVStore(testLogger(t), newMetrics(), 1, 100, nil)
+	r.restore(st, 9)
 	want := []kvItem{{"bin\x00\xff", []byte{0, 1, 2}, 6}, {"foo", []byte("bar"), 5}}
 	if r.len() != len(want) || r.applied != 9 {
 		t.Fatalf("restored %d keys at %d, want %d at 9", r.len(), r.applied, len(want))
@@ -280,16 +286,14 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 
 // An outgoing snapshot carries the member's current ConfState, and the
 // snapshot held by raft's storage is left untouched.
-func TestProcessMessagesConfState(t *testing.T) {
+func TestSnapshotMessageConfState(t *testing.T) {
 	cs := &raftpb.ConfState{Voters: []uint64{2, 6, 8, 10}}
-	rc := &raftNode{}
-	rc.setConfState(cs)
 	stored := &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
 		Index: proto.Uint64(7), ConfState: &raftpb.ConfState{Voters: []uint64{1}},
 	}}
 	snapType := raftpb.MsgSnap
-	out := rc.processMessages([]*raftpb.Message{{Type: &snapType, To: proto.Uint64(2), Snapshot: stored}})
-	if got := out[0].GetSnapshot().GetMetadata().GetConfState(); !proto.Equal(got, cs) {
+	out := withConfState(&raftpb.Message{Type: &snapType, To: proto.Uint64(2), Snapshot: stored}, cs)
+	if got := out.GetSnapshot().GetMetadata().GetConfState(); !proto.Equal(got, cs) {
 		t.Fatalf("outgoing snapshot ConfState = %v, want %v", got, cs)
 	}
 	if got := stored.GetMetadata().GetConfState().GetVoters(); len(got) != 1 {
@@ -563,5 +567,41 @@ func TestConcurrentMembershipChanges(t *testing.T) {
 	}
 	if ok < 1 || ok+conflict != 2 {
 		t.Fatalf("%d succeeded, %d conflicted", ok, conflict)
+	}
+}
+
+// A follower that fell behind the leader's compacted log catches up from a
+// snapshot streamed to it: the raft message with the .snap.db file after it.
+// Member 3 never snapshots by itself, so a state file in its snapshot
+// directory can only have come from the leader.
+func TestFollowerCatchesUpFromStreamedSnapshot(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftConfig) {
+		cfg.SnapshotCount, cfg.CatchupEntries = 5, 1
+		if cfg.ID == 3 {
+			cfg.SnapshotCount = 1 << 40
+		}
+	})
+	c.members[2].stop()
+	want := map[string]string{}
+	for i := range 30 {
+		k, v := fmt.Sprintf("k%02d", i), strings.Repeat("v", i)
+		if err := c.members[0].kvs.Put(t.Context(), k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	m3 := c.restart(2)
+	eventually(t, 10*time.Second, func() error {
+		for k, v := range want {
+			it, ok, err := m3.kvs.Get(t.Context(), k, true)
+			if err != nil || !ok || string(it.Value) != v {
+				return fmt.Errorf("member 3: %s = %q, %v, %v; want %q", k, it.Value, ok, err, v)
+			}
+		}
+		return nil
+	})
+	got, _ := filepath.Glob(filepath.Join(c.dir, "raftexample-3-snap", "*.snap.db"))
+	if len(got) == 0 {
+		t.Fatal("member 3 caught up without receiving a snapshot state file")
 	}
 }

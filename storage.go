@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
@@ -58,6 +60,9 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 		return false, fmt.Errorf("create snapshot dir %s: %w", rc.snapdir, err)
 	}
 	rc.snapshotter = snap.New(lg, rc.snapdir)
+	if err := rc.removeTempStateFiles(); err != nil {
+		return false, err
+	}
 	rc.raftStorage = raft.NewMemoryStorage()
 
 	// wal.Exist says "no WAL" for a path it cannot read, and wal.Create then
@@ -73,24 +78,21 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 		return false, nil
 	}
 
-	snapshot, err := rc.loadSnapshot()
+	loaded, err := rc.loadSnapshot()
 	if err != nil {
 		return false, err
 	}
+	snapshot := loaded.snapshot()
 	st, ents, err := rc.openWAL(snapshot)
 	if err != nil {
 		return false, err
 	}
 	if snapshot != nil {
-		if _, err := decodeSnapshot(snapshot.GetData()); err != nil {
-			rc.wal.Close()
-			return false, fmt.Errorf("snapshot %d in %s: %w", snapshot.GetMetadata().GetIndex(), rc.snapdir, err)
-		}
 		if err := rc.raftStorage.ApplySnapshot(snapshot); err != nil {
 			rc.wal.Close()
 			return false, fmt.Errorf("apply snapshot: %w", err)
 		}
-		rc.bootSnapshot = snapshot
+		rc.bootSnapshot = loaded
 		rc.setConfState(raftpb.EnsureConfState(proto.Clone(snapshot.GetMetadata().GetConfState()).(*raftpb.ConfState)))
 	}
 	rc.raftStorage.SetHardState(st)
@@ -109,21 +111,124 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	return !empty, nil
 }
 
-// loadSnapshot returns the newest snapshot that the WAL also records, or nil.
-// A damaged snapshot file is set aside by the snapshotter and an older one used.
-func (rc *raftNode) loadSnapshot() (*raftpb.Snapshot, error) {
+// loadedSnapshot is a snapshot read back in full: raft's metadata, the
+// membership, and the key-value state from its .snap.db file.
+type loadedSnapshot struct {
+	raft    *raftpb.Snapshot
+	members snapshotState
+	kv      kvState
+}
+
+func (ls *loadedSnapshot) snapshot() *raftpb.Snapshot {
+	if ls == nil {
+		return nil
+	}
+	return ls.raft
+}
+
+func (ls *loadedSnapshot) index() uint64 { return ls.snapshot().GetMetadata().GetIndex() }
+
+// loadSnapshot returns the newest snapshot that the WAL also records and
+// that reads back whole, or nil. A damaged .snap file is set aside by the
+// snapshotter; a missing or damaged state file also makes it try an older
+// snapshot.
+func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
 	walSnaps, err := wal.ValidSnapshotEntries(rc.logger, rc.waldir)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots in WAL %s: %w", rc.waldir, err)
 	}
-	s, err := rc.snapshotter.LoadNewestAvailable(walSnaps)
-	if errors.Is(err, snap.ErrNoSnapshot) {
-		return nil, nil
+	for {
+		s, err := rc.snapshotter.LoadNewestAvailable(walSnaps)
+		if errors.Is(err, snap.ErrNoSnapshot) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load snapshot from %s: %w", rc.snapdir, err)
+		}
+		ls, err := rc.readSnapshot(s)
+		if err == nil {
+			return ls, nil
+		}
+		index := s.GetMetadata().GetIndex()
+		rc.logger.Warn("snapshot unusable, trying an older one", zap.Uint64("index", index), zap.Error(err))
+		walSnaps = slices.DeleteFunc(walSnaps, func(w *walpb.Snapshot) bool { return w.GetIndex() >= index })
 	}
+}
+
+// readSnapshot reads the membership from a raft snapshot and the key-value
+// state from its .snap.db file, checking both.
+func (rc *raftNode) readSnapshot(s *raftpb.Snapshot) (*loadedSnapshot, error) {
+	index := s.GetMetadata().GetIndex()
+	members, err := decodeSnapshot(s.GetData())
 	if err != nil {
-		return nil, fmt.Errorf("load snapshot from %s: %w", rc.snapdir, err)
+		return nil, fmt.Errorf("snapshot %d in %s: %w", index, rc.snapdir, err)
 	}
-	return s, nil
+	f, size, err := rc.openStateFile(index)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	kv, err := readKV(f, size)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
+	}
+	return &loadedSnapshot{raft: s, members: members, kv: kv}, nil
+}
+
+// openStateFile opens the .snap.db file of the snapshot at index.
+func (rc *raftNode) openStateFile(index uint64) (*os.File, int64, error) {
+	path, err := rc.snapshotter.DBFilePath(index)
+	if err != nil {
+		return nil, 0, fmt.Errorf("state file of snapshot %d in %s: %w", index, rc.snapdir, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open snapshot state: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat snapshot state: %w", err)
+	}
+	return f, fi.Size(), nil
+}
+
+// saveStateFile streams the key-value state at index into its .snap.db
+// file, which the snapshotter syncs and renames into place.
+func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (int64, error) {
+	pr, pw := io.Pipe()
+	encoded := make(chan struct{})
+	go func() {
+		defer close(encoded)
+		bw := bufio.NewWriterSize(pw, 1<<20)
+		err := encode(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	n, err := rc.snapshotter.SaveDBFrom(pr, index)
+	pr.CloseWithError(errStopping) // stops the encoder if the write failed
+	<-encoded
+	if err != nil {
+		return n, fmt.Errorf("save snapshot state %d to %s: %w", index, rc.snapdir, err)
+	}
+	return n, nil
+}
+
+// removeTempStateFiles deletes state files that a crash left half written
+// (the snapshotter writes them as tmp* and renames them when complete).
+func (rc *raftNode) removeTempStateFiles() error {
+	tmps, err := filepath.Glob(filepath.Join(rc.snapdir, "tmp*"))
+	if err != nil {
+		return err
+	}
+	for _, p := range tmps {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove unfinished snapshot state: %w", err)
+		}
+	}
+	return nil
 }
 
 // openWAL opens the WAL after snapshot and reads it out. A torn last record,
@@ -203,4 +308,5 @@ func (rc *raftNode) startPurging() {
 	}
 	purge(rc.waldir, ".wal", rc.cfg.MaxWALs)
 	purge(rc.snapdir, ".snap", rc.cfg.MaxSnapshots)
+	purge(rc.snapdir, ".snap.db", rc.cfg.MaxSnapshots)
 }
