@@ -217,12 +217,13 @@ func buildRaftexample(ctx context.Context, dir string, log io.Writer) (string, e
 
 // startRaftexample starts n members on free loopback ports and waits until
 // they agree on a leader that passes its health check.
-func startRaftexample(ctx context.Context, o *options, log io.Writer) (c *cluster, err error) {
-	if c, err = newCluster(o.dataDir, "raftexample", log); err != nil {
+func startRaftexample(ctx context.Context, o *options, log io.Writer) (_ *cluster, err error) {
+	c, err := newCluster(o.dataDir, "raftexample", log)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil { // c, not the nil result: every return below is (nil, err)
 			c.close()
 		}
 	}()
@@ -231,6 +232,8 @@ func startRaftexample(ctx context.Context, o *options, log io.Writer) (c *cluste
 		if bin, err = buildRaftexample(ctx, c.dir, log); err != nil {
 			return nil, err
 		}
+	} else if bin, err = filepath.Abs(bin); err != nil { // members run in their own directories
+		return nil, err
 	}
 	n := o.cluster
 	ports, err := freePorts(2 * n)
@@ -283,15 +286,20 @@ func startRaftexample(ctx context.Context, o *options, log io.Writer) (c *cluste
 }
 
 // startEtcd starts an n-member etcd cluster on free loopback ports.
-func startEtcd(ctx context.Context, o *options, log io.Writer) (c *cluster, err error) {
-	if c, err = newCluster(o.dataDir, "etcd", log); err != nil {
+func startEtcd(ctx context.Context, o *options, log io.Writer) (_ *cluster, err error) {
+	c, err := newCluster(o.dataDir, "etcd", log)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil { // c, not the nil result: every return below is (nil, err)
 			c.close()
 		}
 	}()
+	etcdBin, err := filepath.Abs(o.etcdBinary) // members run in their own directories
+	if err != nil {
+		return nil, err
+	}
 	n := o.cluster
 	ports, err := freePorts(2 * n)
 	if err != nil {
@@ -300,7 +308,7 @@ func startEtcd(ctx context.Context, o *options, log io.Writer) (c *cluster, err 
 	for i := range n {
 		p := &process{
 			name:     fmt.Sprintf("etcd member %d", i+1),
-			bin:      o.etcdBinary,
+			bin:      etcdBin,
 			args:     append(etcdMemberArgs(c.dir, i, ports[:n], ports[n:]), o.memberFlags...),
 			endpoint: "http://127.0.0.1:" + strconv.Itoa(ports[i]),
 			logPath:  filepath.Join(c.dir, fmt.Sprintf("m%d.log", i+1)),
@@ -327,12 +335,13 @@ func startEtcd(ctx context.Context, o *options, log io.Writer) (c *cluster, err 
 
 // startBare runs this program's bare handler as a process of its own, so
 // that, like a member, it does not share a Go runtime with the clients.
-func startBare(ctx context.Context, o *options, log io.Writer) (c *cluster, err error) {
-	if c, err = newCluster(o.dataDir, "bare", log); err != nil {
+func startBare(ctx context.Context, o *options, log io.Writer) (_ *cluster, err error) {
+	c, err := newCluster(o.dataDir, "bare", log)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil { // c, not the nil result: every return below is (nil, err)
 			c.close()
 		}
 	}()
