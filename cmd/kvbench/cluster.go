@@ -418,32 +418,6 @@ func memoryOf(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, sc.Err()
 }
 
-// metricValue reads one unlabelled metric from a Prometheus /metrics page.
-func metricValue(ctx context.Context, endpoint, name string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/metrics", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("%s: no metric %s", endpoint, name)
-}
-
 // reportMemory prints each member's memory: resident, peak resident, and
 // the Go heap in use that its /metrics reports.
 func (c *cluster) reportMemory(ctx context.Context, target string, w io.Writer) {
@@ -454,7 +428,7 @@ func (c *cluster) reportMemory(ctx context.Context, target string, w io.Writer) 
 			continue
 		}
 		heap := "-"
-		if v, err := metricValue(ctx, p.endpoint, "go_memstats_heap_inuse_bytes"); err == nil {
+		if v, err := fetchMetric(ctx, http.DefaultClient, p.endpoint, "go_memstats_heap_inuse_bytes", 5*time.Second); err == nil {
 			heap = fmt.Sprintf("%.1f", v/(1<<20))
 		}
 		fmt.Fprintf(w, "kvbench: memory target=%s member=%d pid=%d rss_mb=%.1f hwm_mb=%.1f heap_inuse_mb=%s\n",

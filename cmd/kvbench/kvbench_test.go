@@ -535,7 +535,7 @@ func TestMeasureLoadReturnsWhenEveryKeyIsWritten(t *testing.T) {
 	}
 	ws := newWorkers(clients, o.keys, 1)
 	done := make(chan *result, 1)
-	go func() { done <- measure(context.Background(), o, "load", ws, nil, 1, 1, 1) }()
+	go func() { done <- measure(context.Background(), o, "load", ws, nil, []string{srv.URL}, 1, 1) }()
 	select {
 	case res := <-done:
 		if res.ops != 20 || res.op != "load" || res.errorCount() != 0 {
@@ -543,5 +543,245 @@ func TestMeasureLoadReturnsWhenEveryKeyIsWritten(t *testing.T) {
 		}
 	case <-time.After(time.Minute): // -load-limit is 10 minutes
 		t.Fatal("measure waited for -load-limit after every key was written")
+	}
+}
+
+func TestScanMetric(t *testing.T) {
+	page := `# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 42
+# HELP raftexample_snapshot_duration_seconds Time to encode and save one snapshot.
+raftexample_snapshot_duration_seconds_sum 0.25
+raftexample_snapshot_in_progress_total 9
+raftexample_snapshot_in_progress{member="2"} 7
+# HELP raftexample_snapshot_in_progress 1 while this member writes a snapshot of its own.
+# TYPE raftexample_snapshot_in_progress gauge
+raftexample_snapshot_in_progress 1
+raftexample_proposals_pending 0
+`
+	if v, err := scanMetric(strings.NewReader(page), snapshotGauge); err != nil || v != 1 {
+		t.Errorf("scanMetric = %v, %v; want 1", v, err)
+	}
+	if v, err := scanMetric(strings.NewReader("go_goroutines 42\n"), "go_goroutines"); err != nil || v != 42 {
+		t.Errorf("go_goroutines = %v, %v", v, err)
+	}
+	// A sample may carry a timestamp in milliseconds.
+	if v, err := scanMetric(strings.NewReader(snapshotGauge+" 0 1712345678000\n"), snapshotGauge); err != nil || v != 0 {
+		t.Errorf("with a timestamp: %v, %v", v, err)
+	}
+	for _, bad := range []string{
+		"",
+		"raftexample_snapshot_in_progress_total 1\n", // only a metric whose name starts the same
+		`raftexample_snapshot_in_progress{member="1"} 1` + "\n",
+		"# raftexample_snapshot_in_progress 1\n",
+		"raftexample_snapshot_in_progress yes\n",
+	} {
+		if v, err := scanMetric(strings.NewReader(bad), snapshotGauge); err == nil {
+			t.Errorf("scanMetric(%q) = %v, want an error", bad, v)
+		}
+	}
+}
+
+// msDur is a number of milliseconds as a duration, for synthetic timelines.
+func msDur(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+func TestSnapshotTimeline(t *testing.T) {
+	yes, no := true, false
+	tl := newSnapshotTimeline(2)
+	round := func(sent int, a, b bool, okA, okB bool) {
+		tl.observe(msDur(sent), msDur(sent+2), []bool{a, b}, []bool{okA, okB})
+	}
+	round(0, no, no, yes, yes)
+	round(20, yes, no, yes, yes) // member 1 starts: from the idle round's sending...
+	round(40, yes, yes, yes, yes)
+	round(60, no, yes, yes, yes)
+	round(80, no, no, yes, yes) // ...to this idle round's answer
+	round(100, no, no, yes, yes)
+	round(120, no, yes, yes, no) // member 2 busy, but its poll failed: not known
+	round(140, no, yes, yes, yes)
+	round(160, no, no, yes, no) // member 2 keeps its last known state
+	round(180, no, no, yes, yes)
+	round(200, no, no, yes, yes)
+	round(220, yes, no, yes, yes)
+	// The interval that closed at 242 ends after the next one starts (at
+	// 240, when the idle round was sent): joined, and still open at the end.
+	round(240, no, no, yes, yes)
+	round(260, yes, no, yes, yes)
+	got := tl.finish(msDur(270))
+	want := []interval{{msDur(0), msDur(82)}, {msDur(120), msDur(182)}, {msDur(200), msDur(270)}}
+	if len(got) != len(want) {
+		t.Fatalf("intervals %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("interval %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+
+	// Rounds closer together than a round takes: the next interval would
+	// start before the last one ended, so they are one.
+	tl = newSnapshotTimeline(1)
+	tl.observe(msDur(0), msDur(30), []bool{true}, []bool{true})
+	tl.observe(msDur(20), msDur(50), []bool{false}, []bool{true})
+	tl.observe(msDur(40), msDur(70), []bool{true}, []bool{true})
+	tl.observe(msDur(60), msDur(90), []bool{false}, []bool{true})
+	if got := tl.finish(msDur(100)); len(got) != 1 || got[0] != (interval{0, msDur(90)}) {
+		t.Errorf("overlapping intervals: %v", got)
+	}
+	if got := newSnapshotTimeline(3).finish(msDur(5)); len(got) != 0 {
+		t.Errorf("no rounds: %v", got)
+	}
+}
+
+func TestSplitBySnapshots(t *testing.T) {
+	ivs := []interval{{msDur(100), msDur(200)}, {msDur(500), msDur(600)}}
+	var ops []timedOp
+	// Operations of 1 ms that start every 10 ms over the first second;
+	// those overlapping a snapshot take 10 times as long.
+	wantSnap := 0
+	for start := 0; start < 1000; start += 10 {
+		op := timedOp{start: msDur(start), lat: msDur(1)}
+		if (start >= 100 && start <= 200) || (start >= 500 && start <= 600) {
+			op.lat = msDur(10)
+			wantSnap++
+		}
+		ops = append(ops, op)
+	}
+	// One sent before the snapshot that waits into it, one that ends just
+	// before it, one that starts right after it.
+	ops = append(ops, timedOp{msDur(95), msDur(30)}, timedOp{msDur(95), msDur(4)}, timedOp{msDur(201), msDur(1)})
+	wantSnap++
+
+	snap, steady := splitBySnapshots(ops, ivs)
+	if len(snap) != wantSnap || len(snap)+len(steady) != len(ops) {
+		t.Fatalf("split %d/%d, want %d in snapshots of %d", len(snap), len(steady), wantSnap, len(ops))
+	}
+	if percentile(snap, 50) != msDur(10) || percentile(snap, 100) != msDur(30) {
+		t.Errorf("snapshot percentiles p50 %v max %v", percentile(snap, 50), percentile(snap, 100))
+	}
+	if percentile(steady, 99) != msDur(4) || percentile(steady, 50) != msDur(1) {
+		t.Errorf("steady percentiles p50 %v p99 %v", percentile(steady, 50), percentile(steady, 99))
+	}
+
+	// Intervals reaching outside the window count only inside it.
+	s := newSnapshotSplit(snapshotWatch{intervals: append(ivs, interval{msDur(950), msDur(1200)}), polls: 100, pollErrors: 3},
+		ops, msDur(1000))
+	if s.covered != msDur(250) || s.intervals != 3 {
+		t.Errorf("covered %v in %d intervals, want 250ms in 3", s.covered, s.intervals)
+	}
+	got := s.fields()
+	for _, part := range []string{"snap_p50_ms=10.000 ", "snap_p99_ms=", "steady_p50_ms=1.000 ", " snap_secs=0.25 ",
+		" snap_intervals=3 ", " snap_polls=100 snap_poll_errors=3"} {
+		if !strings.Contains(got, part) {
+			t.Errorf("fields %q lack %q", got, part)
+		}
+	}
+
+	// No snapshots: every operation is steady and the snapshot side is empty.
+	s = newSnapshotSplit(snapshotWatch{polls: 10}, ops, msDur(1000))
+	if len(s.steady) != len(ops) {
+		t.Errorf("without snapshots %d of %d are steady", len(s.steady), len(ops))
+	}
+	got = s.fields()
+	if !strings.HasPrefix(got, "snap_ops=0 snap_p50_ms=- snap_p99_ms=- steady_ops=") ||
+		!strings.Contains(got, " snap_p99_ratio=- snap_secs=0.00 snap_intervals=0 ") {
+		t.Errorf("fields without snapshots: %q", got)
+	}
+}
+
+func TestSnapshotSplitRatio(t *testing.T) {
+	s := &snapshotSplit{snap: []time.Duration{msDur(3)}, steady: []time.Duration{msDur(1), msDur(2)}}
+	if got := s.fields(); !strings.Contains(got, " snap_p99_ratio=1.50 ") {
+		t.Errorf("ratio: %q", got)
+	}
+}
+
+// gaugeServer answers /metrics with the snapshot gauge from values, one
+// request after another (the last value from then on), and calls after
+// once it has answered n requests.
+func gaugeServer(values []int, n int, after func()) *httptest.Server {
+	var mu sync.Mutex
+	served := 0
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		v := values[min(served, len(values)-1)]
+		served++
+		if served == n {
+			after()
+		}
+		mu.Unlock()
+		fmt.Fprintf(w, "# TYPE %s gauge\n%s %d\n", snapshotGauge, snapshotGauge, v)
+	}))
+}
+
+func TestWatchSnapshotsPollsUntilStopped(t *testing.T) {
+	stopped := make(chan struct{})
+	var once sync.Once
+	member := gaugeServer([]int{0, 0, 1, 1, 1, 0}, 10, func() { once.Do(func() { close(stopped) }) })
+	defer member.Close()
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	defer broken.Close()
+
+	from := time.Now()
+	w := watchSnapshots(context.Background(), []string{member.URL, broken.URL}, from, from.Add(time.Hour), stopped,
+		time.Millisecond, time.Second)
+	took := time.Since(from)
+	if w.polls < 20 || w.polls%2 != 0 || w.pollErrors != w.polls/2 {
+		t.Errorf("polls %d, errors %d: want at least 10 rounds of 2, the broken member's failing", w.polls, w.pollErrors)
+	}
+	if len(w.intervals) != 1 {
+		t.Fatalf("intervals %v, want one", w.intervals)
+	}
+	if iv := w.intervals[0]; iv.start < 0 || iv.end <= iv.start || iv.end > took {
+		t.Errorf("interval %v outside the %v polled", iv, took)
+	}
+}
+
+func TestWatchSnapshotsStopsAtTheEndOfTheWindow(t *testing.T) {
+	member := gaugeServer([]int{1}, 0, func() {})
+	defer member.Close()
+	from := time.Now()
+	never := make(chan struct{})
+	w := watchSnapshots(context.Background(), []string{member.URL}, from, from.Add(50*time.Millisecond), never,
+		time.Millisecond, time.Second)
+	// Busy throughout: one interval from the start to when polling stopped.
+	if len(w.intervals) != 1 || w.intervals[0].start != 0 || w.intervals[0].end < 50*time.Millisecond || w.pollErrors != 0 {
+		t.Errorf("watch %+v", w)
+	}
+}
+
+func TestMeasureSplitsBySnapshots(t *testing.T) {
+	fake := newFakeKV(1, 1)
+	mux := http.NewServeMux()
+	mux.Handle("/", fake)
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s 1\n", snapshotGauge) // forever snapshotting
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	clients := testClients([]string{srv.URL}, 2)
+	defer closeAll(clients)
+	o, err := parseOptions([]string{"-endpoints", srv.URL, "-conc", "2", "-keys", "20", "-value", "16",
+		"-warmup", "0s", "-duration", "100ms", "-snapshot-split"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := newWorkers(clients, o.keys, 1)
+	res := measure(context.Background(), o, "put", ws, nil, []string{srv.URL}, 1, 1)
+	s := res.snapshots
+	if s == nil || res.ops == 0 || len(s.snap) != res.ops || len(s.steady) != 0 || s.intervals != 1 || s.pollErrors != 0 {
+		t.Fatalf("ops %d, split %+v: want every operation in the one snapshot", res.ops, s)
+	}
+	if !strings.Contains(res.summary(), " steady_ops=0 steady_p50_ms=- steady_p99_ms=- snap_p99_ratio=- ") {
+		t.Errorf("summary %q", res.summary())
+	}
+	if _, err := parseOptions([]string{"-target", "etcd", "-endpoints", srv.URL, "-snapshot-split"}, io.Discard); err == nil {
+		t.Error("-snapshot-split with -target etcd: accepted")
 	}
 }

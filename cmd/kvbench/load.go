@@ -105,11 +105,13 @@ type phase struct {
 	keys         int
 	putRatio     float64
 	serializable bool
+	timed        bool // also record when each measured operation started
 }
 
 // workerStats is what one worker measured.
 type workerStats struct {
 	lat    []time.Duration
+	starts []time.Duration // with phase.timed: starts[i] is when lat[i]'s operation started, after from
 	errors map[string]int
 }
 
@@ -178,8 +180,27 @@ func (w *worker) loop(ctx context.Context, p phase) {
 			w.stats.errors[errorKind(err)]++
 			continue
 		}
+		if p.timed {
+			w.stats.starts = append(w.stats.starts, start.Sub(p.from))
+		}
 		w.stats.lat = append(w.stats.lat, time.Since(start))
 	}
+}
+
+// timedOps pairs the latencies the workers measured in their last phase,
+// which must have been timed, with the operations' start times.
+func timedOps(ws []*worker) []timedOp {
+	n := 0
+	for _, w := range ws {
+		n += len(w.stats.lat)
+	}
+	ops := make([]timedOp, 0, n)
+	for _, w := range ws {
+		for i, lat := range w.stats.lat {
+			ops = append(ops, timedOp{start: w.stats.starts[i], lat: lat})
+		}
+	}
+	return ops
 }
 
 // do performs one operation of p; ok is false when there is nothing left to do.

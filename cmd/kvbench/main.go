@@ -90,7 +90,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	ws := newWorkers(clients, o.keys, o.seed)
 
 	if o.load > 0 {
-		if err := runAndReport(ctx, o, "load", ws, clients, c.pids(), len(endpoints), 1, 1, stdout, stderr); err != nil {
+		if err := runAndReport(ctx, o, "load", ws, clients, c.pids(), endpoints, 1, 1, stdout, stderr); err != nil {
 			return err
 		}
 	} else if o.preload && o.target != "bare" && (o.op == "get" || o.op == "mixed" || o.op == "cas") {
@@ -101,7 +101,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	if o.op != "load" {
 		for r := 1; r <= o.runs; r++ {
-			if err := runAndReport(ctx, o, o.op, ws, clients, c.pids(), len(endpoints), r, o.runs, stdout, stderr); err != nil {
+			if err := runAndReport(ctx, o, o.op, ws, clients, c.pids(), endpoints, r, o.runs, stdout, stderr); err != nil {
 				return err
 			}
 		}
@@ -124,8 +124,9 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 }
 
 // runAndReport runs op once, verifies what it wrote, and prints the summary.
+// members are the client URLs of every member, loaded or not.
 func runAndReport(ctx context.Context, o *options, op string, ws []*worker, clients []client, pids []int,
-	members, run, runs int, stdout, stderr io.Writer) error {
+	members []string, run, runs int, stdout, stderr io.Writer) error {
 	res := measure(ctx, o, op, ws, pids, members, run, runs)
 	if ctx.Err() != nil {
 		fmt.Fprintln(stdout, res.summary())
@@ -198,7 +199,8 @@ func makeClients(o *options, eps []string) ([]client, error) {
 }
 
 // measure runs one warm-up and measured stretch (or the whole -load).
-func measure(ctx context.Context, o *options, op string, ws []*worker, pids []int, members, run, runs int) *result {
+// members are the client URLs of every member; -snapshot-split polls them.
+func measure(ctx context.Context, o *options, op string, ws []*worker, pids []int, members []string, run, runs int) *result {
 	now := time.Now()
 	p := phase{
 		op:           op,
@@ -209,6 +211,7 @@ func measure(ctx context.Context, o *options, op string, ws []*worker, pids []in
 		keys:         o.keys,
 		putRatio:     o.putRatio,
 		serializable: o.serializable(),
+		timed:        o.snapshotSplit,
 	}
 	if op == "load" {
 		for _, w := range ws {
@@ -218,6 +221,11 @@ func measure(ctx context.Context, o *options, op string, ws []*worker, pids []in
 	}
 	cpuC, stopped := make(chan string, 1), make(chan struct{})
 	go func() { cpuC <- watchCPU(ctx, p.from, p.end, stopped, pids) }()
+	var snapC chan snapshotWatch
+	if o.snapshotSplit {
+		snapC = make(chan snapshotWatch, 1)
+		go func() { snapC <- watchSnapshots(ctx, members, p.from, p.end, stopped, snapPollEvery, snapPollTimeout) }()
+	}
 	ops, lat, errs := runPhase(ctx, ws, p)
 	close(stopped)
 	cpu := <-cpuC
@@ -233,11 +241,15 @@ func measure(ctx context.Context, o *options, op string, ws []*worker, pids []in
 	if op == "put" || op == "load" {
 		consistency = "-"
 	}
-	return &result{
+	res := &result{
 		target: o.target, op: op, sendTo: o.sendTo, consistency: consistency,
-		members: members, conc: o.conc, value: o.valueSize, keys: o.keys, run: run, runs: runs,
+		members: len(members), conc: o.conc, value: o.valueSize, keys: o.keys, run: run, runs: runs,
 		ops: ops, elapsed: elapsed, lat: lat, errors: errs, applied: -1, cpu: cpu,
 	}
+	if snapC != nil {
+		res.snapshots = newSnapshotSplit(<-snapC, timedOps(ws), elapsed)
+	}
+	return res
 }
 
 // watchCPU samples CPU use at from and at end, or when the load stops

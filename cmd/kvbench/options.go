@@ -41,6 +41,9 @@ type options struct {
 	restarts     int
 	rss          bool
 	seed         uint64
+	// snapshotSplit splits each run's latencies by whether a member was
+	// writing a snapshot (raftexample only: it polls the members' gauge).
+	snapshotSplit bool
 
 	serveBare string // internal: serve the bare HTTP handler on this address
 }
@@ -60,9 +63,14 @@ whether every acknowledged write can be read back.
   # memory and restart time with 1M keys, then PUTs on that state
   kvbench -cluster 3 -load 1000000 -verify-sample 20000 -rss -restart kill
   kvbench -cluster 3 -load 1000000 -verify-sample 20000 -op put -runs 3
+  # PUT latency while members write snapshots of 1M keys, against the rest
+  kvbench -cluster 3 -load 1000000 -verify-sample 20000 -op put -snapshot-split
 
 Each run prints one summary line on stdout:
   kvbench: target=... op=... conc=... value=... ops_s=... p50_ms=... p90_ms=... p99_ms=... max_ms=... errors=... applied=... ...
+With -snapshot-split it ends with the latencies of operations that overlapped
+a snapshot and of the others:
+  ... snap_ops=... snap_p50_ms=... snap_p99_ms=... steady_ops=... steady_p50_ms=... steady_p99_ms=... snap_p99_ratio=... snap_secs=...
 
 Flags:
 `
@@ -103,6 +111,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.restarts, "restart-count", 1, "how many times -restart restarts a follower (one line each)")
 	fs.BoolVar(&o.rss, "rss", false, "with -cluster: report each member's resident memory after the runs")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the clients' random key choice")
+	fs.BoolVar(&o.snapshotSplit, "snapshot-split", false, "-target raftexample: poll every member's /metrics every 20 ms during the measured time and report, besides the totals,"+
+		" the latencies of operations that overlapped a snapshot (some member's raftexample_snapshot_in_progress was 1) and of the others")
 	fs.StringVar(&o.serveBare, "serve-bare", "", "internal: serve the bare handler on this loopback address and wait for SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -221,6 +231,8 @@ func (o *options) check() error {
 		return errors.New("-restart and -rss need members started by kvbench (-cluster N)")
 	case o.restart != "" && (o.target != "raftexample" || o.cluster < 2):
 		return errors.New("-restart needs -target raftexample with -cluster 2 or more")
+	case o.snapshotSplit && o.target != "raftexample":
+		return errors.New("-snapshot-split needs -target raftexample: only its members report snapshots")
 	}
 	if o.target == "bare" && len(o.endpoints) == 0 {
 		o.cluster = 1

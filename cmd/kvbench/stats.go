@@ -76,6 +76,8 @@ type result struct {
 	errors  map[string]int  // failed operations by kind
 	applied float64         // share of written keys whose last acknowledged value reads back; <0 when not verified
 	cpu     string          // where the CPU went in the window (cpuUse.fields), or ""
+
+	snapshots *snapshotSplit // -snapshot-split, else nil
 }
 
 // opsPerSecond is the rate of successful operations in the measured window.
@@ -140,6 +142,9 @@ func (r *result) summary() string {
 		r.members, r.sendTo, r.consistency, r.keys, r.ops, r.elapsed.Seconds(), formatKinds(r.errors), r.run, r.runs)
 	if r.cpu != "" {
 		b.WriteString(" " + r.cpu)
+	}
+	if r.snapshots != nil {
+		b.WriteString(" " + r.snapshots.fields())
 	}
 	return b.String()
 }
