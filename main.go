@@ -34,6 +34,7 @@ type config struct {
 	maxRequestBytes int64
 	watchHistory    int
 	clientTLS       transport.TLSInfo
+	gc              gcTuner
 	logLevel        string
 	showVersion     bool
 }
@@ -135,12 +136,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer logger.Sync()
 	cfg.raft.Logger = logger
 	cfg.raft.Metrics = newMetrics()
+	cfg.gc = newGCTuner(os.Getenv)
 	if fp := cfg.raft.Failpoint; fp != nil {
 		logger.Warn("failpoint armed: this member will kill itself there (RAFTEXAMPLE_FAILPOINT)", zap.String("failpoint", fp.name), zap.Int64("hit", fp.nth))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	gcDone := make(chan struct{})
+	gcCtx, stopGC := context.WithCancel(ctx)
+	go func() { defer close(gcDone); cfg.gc.run(gcCtx) }()
+	defer func() { stopGC(); <-gcDone }()
 	if err := serve(ctx, cfg, logger); err != nil {
 		if errors.Is(err, errRemoved) {
 			logger.Info("this member was removed from the cluster; exiting")
