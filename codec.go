@@ -164,48 +164,60 @@ const stateVersion = 2
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// writeKV streams s to w.
+// writeKV streams s to w in chunks of about 64 kB.
 func writeKV(w io.Writer, s kvState) error {
-	crc := crc32.New(crcTable)
-	mw := io.MultiWriter(w, crc)
-	b := make([]byte, 0, 256)
-	b = append(b, stateVersion)
-	b = binary.AppendUvarint(b, uint64(s.Items.Len()))
-	var err error
-	put := func(head, value []byte) bool {
-		if _, err = mw.Write(head); err == nil {
-			_, err = mw.Write(value)
-		}
-		return err == nil
-	}
+	c := &chunkWriter{w: w, buf: make([]byte, 0, 64<<10)}
+	c.buf = append(c.buf, stateVersion)
+	c.buf = binary.AppendUvarint(c.buf, uint64(s.Items.Len()))
 	s.Items.Ascend(func(it kvItem) bool {
-		b = appendBytes(b, []byte(it.Key))
-		b = binary.AppendUvarint(b, it.Rev)
-		b = binary.AppendUvarint(b, uint64(len(it.Value)))
-		ok := put(b, it.Value)
-		b = b[:0]
-		return ok
+		c.buf = appendBytes(c.buf, []byte(it.Key))
+		c.buf = binary.AppendUvarint(c.buf, it.Rev)
+		c.buf = appendBytes(c.buf, it.Value)
+		return c.maybeFlush()
 	})
-	b = binary.AppendUvarint(b, s.HistStart)
-	b = binary.AppendUvarint(b, uint64(len(s.History)))
+	c.buf = binary.AppendUvarint(c.buf, s.HistStart)
+	c.buf = binary.AppendUvarint(c.buf, uint64(len(s.History)))
 	for _, e := range s.History {
-		if err != nil {
+		c.buf = append(c.buf, byte(e.Type))
+		c.buf = appendBytes(c.buf, []byte(e.Key))
+		c.buf = binary.AppendUvarint(c.buf, e.Rev)
+		c.buf = appendBytes(c.buf, e.Value)
+		if !c.maybeFlush() {
 			break
 		}
-		b = append(b, byte(e.Type))
-		b = appendBytes(b, []byte(e.Key))
-		b = binary.AppendUvarint(b, e.Rev)
-		b = binary.AppendUvarint(b, uint64(len(e.Value)))
-		put(b, e.Value)
-		b = b[:0]
 	}
-	if err == nil {
-		_, err = mw.Write(b)
+	if c.flush() != nil {
+		return c.err
 	}
-	if err == nil {
-		_, err = w.Write(binary.LittleEndian.AppendUint32(nil, crc.Sum32()))
-	}
+	_, err := w.Write(binary.LittleEndian.AppendUint32(nil, c.crc))
 	return err
+}
+
+// chunkWriter collects encoded fields and writes them in chunks, keeping a
+// CRC of what it wrote.
+type chunkWriter struct {
+	w   io.Writer
+	buf []byte
+	crc uint32
+	err error
+}
+
+// maybeFlush writes the chunk once it is full, and reports whether all
+// writes so far succeeded.
+func (c *chunkWriter) maybeFlush() bool {
+	if len(c.buf) >= 60<<10 {
+		c.flush()
+	}
+	return c.err == nil
+}
+
+func (c *chunkWriter) flush() error {
+	if c.err == nil && len(c.buf) > 0 {
+		c.crc = crc32.Update(c.crc, crcTable, c.buf)
+		_, c.err = c.w.Write(c.buf)
+		c.buf = c.buf[:0]
+	}
+	return c.err
 }
 
 // readKV decodes a stream of size bytes written by writeKV. Lengths are

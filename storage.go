@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -117,6 +116,7 @@ type loadedSnapshot struct {
 	raft    *raftpb.Snapshot
 	members snapshotState
 	kv      kvState
+	size    int64 // of the state file
 }
 
 func (ls *loadedSnapshot) snapshot() *raftpb.Snapshot {
@@ -172,7 +172,7 @@ func (rc *raftNode) readSnapshot(s *raftpb.Snapshot) (*loadedSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
-	return &loadedSnapshot{raft: s, members: members, kv: kv}, nil
+	return &loadedSnapshot{raft: s, members: members, kv: kv, size: size}, nil
 }
 
 // openStateFile opens the .snap.db file of the snapshot at index.
@@ -200,12 +200,7 @@ func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (i
 	encoded := make(chan struct{})
 	go func() {
 		defer close(encoded)
-		bw := bufio.NewWriterSize(pw, 1<<20)
-		err := encode(bw)
-		if err == nil {
-			err = bw.Flush()
-		}
-		pw.CloseWithError(err)
+		pw.CloseWithError(encode(pw)) // nil closes it with EOF
 	}()
 	n, err := rc.snapshotter.SaveDBFrom(pr, index)
 	pr.CloseWithError(errStopping) // stops the encoder if the write failed
