@@ -76,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	c.raft.Peers = strings.Split(c.cluster, ",")
 	c.raft.PurgeInterval = 30 * time.Second
+	c.raft.SnapshotLogRatio = 0.1
 	c.raft.ReadTimeout = c.requestTimeout
 	switch {
 	case c.port < 0 || c.port > 65535:

@@ -34,21 +34,26 @@ var errRemoved = errors.New("this member was removed from the cluster")
 // raftConfig configures one raft member. Zero durations and counts are not
 // defaults: main fills every field from flags.
 type raftConfig struct {
-	ID             uint64
-	Peers          []string // --cluster; entry ID-1 is this member's own URL
-	Join           bool
-	DataDir        string
-	SnapshotCount  uint64
-	CatchupEntries uint64
-	MaxSnapshots   uint
-	MaxWALs        uint
-	PurgeInterval  time.Duration
-	Tick           time.Duration
-	ElectionTicks  int
-	HeartbeatTicks int
-	ReadTimeout    time.Duration // longest a ReadIndex round may take
-	Logger         *zap.Logger
-	Metrics        *metrics
+	ID            uint64
+	Peers         []string // --cluster; entry ID-1 is this member's own URL
+	Join          bool
+	DataDir       string
+	SnapshotCount uint64
+	// SnapshotLogRatio also holds a snapshot back until the entries applied
+	// since the last one add up to this fraction of its state file's size:
+	// rewriting a large state every SnapshotCount entries would keep a core
+	// and the disk busy. 0 snapshots every SnapshotCount entries.
+	SnapshotLogRatio float64
+	CatchupEntries   uint64
+	MaxSnapshots     uint
+	MaxWALs          uint
+	PurgeInterval    time.Duration
+	Tick             time.Duration
+	ElectionTicks    int
+	HeartbeatTicks   int
+	ReadTimeout      time.Duration // longest a ReadIndex round may take
+	Logger           *zap.Logger
+	Metrics          *metrics
 
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
@@ -99,6 +104,7 @@ type raftNode struct {
 	confState     *raftpb.ConfState
 	snapshotIndex uint64
 	appliedIndex  uint64
+	logBytes      uint64          // bytes of entries applied since the last snapshot
 	bootSnapshot  *loadedSnapshot // restored first, before any Ready
 	leading       bool            // raft state is leader
 
@@ -106,8 +112,9 @@ type raftNode struct {
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
 	lastConfIndex atomic.Uint64                    // newest membership change appended to the log
 	snapshotting  atomic.Bool
-	bootCommit    uint64 // commit index found in the WAL at start
-	bootLast      uint64 // last entry index found in the WAL at start
+	stateBytes    atomic.Int64 // size of the newest snapshot's state file
+	bootCommit    uint64       // commit index found in the WAL at start
+	bootLast      uint64       // last entry index found in the WAL at start
 
 	node        raft.Node
 	raftStorage *raft.MemoryStorage
@@ -529,6 +536,7 @@ func (rc *raftNode) publishEntries(ents []*raftpb.Entry) (<-chan struct{}, error
 		switch e.GetType() {
 		case raftpb.EntryNormal:
 			batch[i].data = e.Data
+			rc.logBytes += uint64(len(e.Data))
 		case raftpb.EntryConfChange:
 			removed = rc.applyConfChange(e) || removed
 		default:
@@ -608,6 +616,8 @@ func (rc *raftNode) publishSnapshot(ls *loadedSnapshot) error {
 		return errStopping
 	}
 	rc.snapshotIndex = md.GetIndex()
+	rc.logBytes = 0
+	rc.stateBytes.Store(ls.size)
 	rc.setApplied(md.GetIndex())
 	return nil
 }
@@ -617,7 +627,7 @@ func (rc *raftNode) publishSnapshot(ls *loadedSnapshot) error {
 // everything published, so the snapshot matches appliedIndex exactly; the
 // slow parts (encoding, writing files) run in the background.
 func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
-	if rc.appliedIndex-rc.snapshotIndex <= rc.cfg.SnapshotCount || rc.snapshotting.Load() {
+	if !rc.snapshotDue() {
 		return
 	}
 	if applyDoneC != nil {
@@ -632,6 +642,7 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 	cs := proto.Clone(rc.confState).(*raftpb.ConfState)
 	index := rc.appliedIndex
 	rc.snapshotIndex = index
+	rc.logBytes = 0
 	rc.snapshotting.Store(true)
 	rc.wg.Add(1)
 	go func() {
@@ -642,6 +653,7 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 		start := time.Now()
 		size, err := rc.saveStateFile(index, encodeKV)
 		if err == nil {
+			rc.stateBytes.Store(size)
 			data := encodeSnapshot(snapshotState{Members: members, Removed: removed})
 			err = rc.createSnapshot(index, cs, data)
 		}
@@ -653,6 +665,15 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 		rc.logger.Info("saved snapshot", zap.Uint64("index", index), zap.Int64("state-bytes", size),
 			zap.Duration("took", time.Since(start)))
 	}()
+}
+
+// snapshotDue reports whether enough has been applied since the last
+// snapshot, by count and by size, and none is being written.
+func (rc *raftNode) snapshotDue() bool {
+	if rc.appliedIndex-rc.snapshotIndex <= rc.cfg.SnapshotCount || rc.snapshotting.Load() {
+		return false
+	}
+	return float64(rc.logBytes) >= rc.cfg.SnapshotLogRatio*float64(rc.stateBytes.Load())
 }
 
 // createSnapshot saves a snapshot of the state at index and compacts the

@@ -605,3 +605,46 @@ func TestFollowerCatchesUpFromStreamedSnapshot(t *testing.T) {
 		t.Fatal("member 3 caught up without receiving a snapshot state file")
 	}
 }
+
+// With SnapshotLogRatio, a member holding a large state waits for the log
+// to grow by that share of the state's size before snapshotting again, not
+// just for SnapshotCount entries.
+func TestSnapshotWaitsForLogToGrowWithState(t *testing.T) {
+	c := newTestCluster(t, 1, func(cfg *raftConfig) { cfg.SnapshotCount, cfg.SnapshotLogRatio = 5, 1 })
+	m := c.members[0]
+	put := func(k string, size int) {
+		t.Helper()
+		if err := m.kvs.Put(t.Context(), k, bytes.Repeat([]byte("x"), size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateFiles := func() []string {
+		got, _ := filepath.Glob(filepath.Join(c.dir, "raftexample-1-snap", "*.snap.db"))
+		return got
+	}
+	waitStateFiles := func(n int) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			if got := stateFiles(); len(got) < n {
+				return fmt.Errorf("%d state files, want %d", len(got), n)
+			}
+			return nil
+		})
+	}
+	put("big-1", 50_000)
+	for i := range 6 {
+		put(fmt.Sprint("a", i), 10)
+	}
+	waitStateFiles(1)   // the first snapshot: there was no state before
+	for i := range 30 { // six times --snapshot-count, but a few hundred bytes
+		put(fmt.Sprint("b", i), 10)
+	}
+	put("big-2", 200_000) // now the log outweighs the state (the value twice: item and history)
+	for i := range 6 {
+		put(fmt.Sprint("c", i), 10)
+	}
+	waitStateFiles(2)
+	if got := stateFiles(); len(got) != 2 {
+		t.Fatalf("snapshots taken: %v; want 2, the small writes in between should not trigger one", got)
+	}
+}
