@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -581,11 +582,26 @@ func TestFollowerCatchesUpFromStreamedSnapshot(t *testing.T) {
 			cfg.SnapshotCount = 1 << 40
 		}
 	})
+	if c.waitLeader() == 3 { // stop a follower: the test is not about elections
+		if err := c.members[2].members.TransferLeader(t.Context(), 1); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, func() error {
+			if l := c.waitLeader(); l == 3 {
+				return errors.New("member 3 still leads")
+			}
+			return nil
+		})
+	}
 	c.members[2].stop()
+	leader := c.members[c.waitLeader()-1]
 	want := map[string]string{}
 	for i := range 30 {
 		k, v := fmt.Sprintf("k%02d", i), strings.Repeat("v", i)
-		if err := c.members[0].kvs.Put(t.Context(), k, []byte(v)); err != nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		err := leader.kvs.Put(ctx, k, []byte(v))
+		cancel()
+		if err != nil {
 			t.Fatal(err)
 		}
 		want[k] = v
