@@ -194,25 +194,70 @@ func (rc *raftNode) openStateFile(index uint64) (*os.File, int64, error) {
 }
 
 // saveStateFile streams the key-value state at index into its .snap.db
-// file, which the snapshotter syncs and renames into place.
+// file, named as snap.Snapshotter names the ones it receives from the leader
+// so that DBFilePath finds both. Unlike Snapshotter.SaveDBFrom it syncs as
+// it writes: one fsync of hundreds of megabytes at the end would hold up
+// the WAL's fdatasyncs on the same disk until all of it reached the disk.
 func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (int64, error) {
-	pr, pw := io.Pipe()
-	encoded := make(chan struct{})
-	go func() {
-		defer close(encoded)
-		pw.CloseWithError(encode(pw)) // nil closes it with EOF
-	}()
-	n, err := rc.snapshotter.SaveDBFrom(pr, index)
-	pr.CloseWithError(errStopping) // stops the encoder if the write failed
-	<-encoded
+	f, err := os.CreateTemp(rc.snapdir, "tmp")
 	if err != nil {
-		return n, fmt.Errorf("save snapshot state %d to %s: %w", index, rc.snapdir, err)
+		return 0, fmt.Errorf("create snapshot state in %s: %w", rc.snapdir, err)
 	}
-	return n, nil
+	w := &syncingWriter{f: f, every: stateSyncBytes}
+	err = encode(w)
+	if err == nil {
+		err = fileutil.Fsync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(rc.snapdir, fmt.Sprintf("%016x.snap.db", index)))
+	}
+	if err == nil {
+		err = fsyncDir(rc.snapdir)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return w.n, fmt.Errorf("save snapshot state %d to %s: %w", index, rc.snapdir, err)
+	}
+	return w.n, nil
+}
+
+// stateSyncBytes is how much of a state file may be written before it is
+// synced; it bounds the data one sync has to write out.
+const stateSyncBytes = 8 << 20
+
+// syncingWriter writes to f and fdatasyncs it every `every` bytes.
+type syncingWriter struct {
+	f         *os.File
+	every     int64
+	n, synced int64
+}
+
+func (w *syncingWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	if err == nil && w.n-w.synced >= w.every {
+		err = fileutil.Fdatasync(w.f)
+		w.synced = w.n
+	}
+	return n, err
+}
+
+// fsyncDir makes a rename in dir durable.
+func fsyncDir(dir string) error {
+	d, err := fileutil.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return fileutil.Fsync(d)
 }
 
 // removeTempStateFiles deletes state files that a crash left half written
-// (the snapshotter writes them as tmp* and renames them when complete).
+// (saveStateFile and the snapshotter write them as tmp* and rename them
+// when complete).
 func (rc *raftNode) removeTempStateFiles() error {
 	tmps, err := filepath.Glob(filepath.Join(rc.snapdir, "tmp*"))
 	if err != nil {
