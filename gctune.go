@@ -21,13 +21,13 @@ type gcTuner struct {
 	Every    time.Duration // how often to look at the live heap
 }
 
-// newGCTuner allows 64 MB of garbage, or a quarter of the live heap. With
+// newGCTuner allows 64 MB of garbage, or 15% of the live heap. With
 // GOGC set in the environment, the user's choice stands and it does nothing.
 func newGCTuner(getenv func(string) string) gcTuner {
 	if getenv("GOGC") != "" {
 		return gcTuner{}
 	}
-	return gcTuner{MinRoom: 64 << 20, Fraction: 0.25, Every: time.Second}
+	return gcTuner{MinRoom: 64 << 20, Fraction: 0.15, Every: time.Second}
 }
 
 // percent is the GOGC value that gives a heap of live bytes its room.
@@ -35,8 +35,11 @@ func (g gcTuner) percent(live uint64) int {
 	if live == 0 {
 		return 100
 	}
-	room := max(g.MinRoom, uint64(float64(live)*g.Fraction))
-	return int(min(100, max(10, room*100/live)))
+	p := g.Fraction * 100
+	if float64(live)*g.Fraction < float64(g.MinRoom) {
+		p = float64(g.MinRoom) * 100 / float64(live)
+	}
+	return int(min(100, max(10, p)))
 }
 
 // run adjusts GOGC every g.Every until ctx ends, then restores the value it

@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 )
 
-// The room for garbage is a quarter of a large live heap, at least 64 MB,
+// The room for garbage is 15% of a large live heap, at least 64 MB,
 // and never more than Go's default.
 func TestGCTunerPercent(t *testing.T) {
 	g := newGCTuner(func(string) string { return "" })
@@ -19,9 +20,9 @@ func TestGCTunerPercent(t *testing.T) {
 		{10 << 20, 100}, // 64 MB of room is more than GOGC=100 gives
 		{64 << 20, 100}, // exactly the default
 		{128 << 20, 50}, // 64 MB of 128 MB
-		{400 << 20, 25}, // a quarter
-		{4 << 30, 25},   // a quarter, however large
-		{1 << 40, 25},   // no overflow
+		{400 << 20, 16}, // 64 MB is still more than 15%
+		{4 << 30, 15},   // 15%, however large
+		{1 << 40, 15},   // no overflow
 	} {
 		if got := g.percent(c.live); got != c.want {
 			t.Errorf("percent(%d MB) = %d, want %d", c.live>>20, got, c.want)
@@ -36,6 +37,7 @@ func TestGCTunerPercent(t *testing.T) {
 // ends it stops and puts back the value it found.
 func TestGCTunerAdjustsAndRestores(t *testing.T) {
 	before := gcPercent()
+	runtime.GC() // so that there is a live heap to size the room by
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
