@@ -404,9 +404,15 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		rc.send(rd.Messages)
 	}
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
+	var snapshot *loadedSnapshot
 	if hasSnap {
-		// The snapshot file goes first: the WAL must never name a snapshot
-		// that is not on disk.
+		// The transport saved the state file before raft saw the message;
+		// check it before anything names it. The snapshot file goes before
+		// the WAL: the WAL must never name a snapshot that is not on disk.
+		var err error
+		if snapshot, err = rc.readSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
 		if err := rc.saveSnap(rd.Snapshot); err != nil {
 			return err
 		}
@@ -421,14 +427,10 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		rc.failpoint("after-wal-save-before-apply")
 	}
 	if hasSnap {
-		ls, err := rc.readSnapshot(rd.Snapshot)
-		if err != nil {
-			return err
-		}
 		if err := rc.raftStorage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("apply snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
 		}
-		if err := rc.publishSnapshot(ls); err != nil {
+		if err := rc.publishSnapshot(snapshot); err != nil {
 			return err
 		}
 	}
