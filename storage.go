@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
@@ -203,7 +204,7 @@ func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (i
 	if err != nil {
 		return 0, fmt.Errorf("create snapshot state in %s: %w", rc.snapdir, err)
 	}
-	w := &syncingWriter{f: f, every: stateSyncBytes}
+	w := &syncingWriter{f: f, every: stateSyncBytes, rate: stateWriteRate}
 	err = encode(w)
 	if err == nil {
 		err = fileutil.Fsync(f)
@@ -225,22 +226,37 @@ func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (i
 }
 
 // stateSyncBytes is how much of a state file may be written before it is
-// synced; it bounds the data one sync has to write out.
-const stateSyncBytes = 8 << 20
+// synced; it bounds the data one sync has to write out. stateWriteRate
+// paces the writing so a snapshot of a large state leaves the disk and the
+// cores room for the WAL and the clients: 280 MB take at least ~2 s.
+const (
+	stateSyncBytes = 8 << 20
+	stateWriteRate = 128 << 20 // bytes per second
+)
 
-// syncingWriter writes to f and fdatasyncs it every `every` bytes.
+// syncingWriter writes to f, fdatasyncs it every `every` bytes, and waits
+// as needed to stay under rate bytes per second.
 type syncingWriter struct {
 	f         *os.File
 	every     int64
+	rate      int64
 	n, synced int64
+	chunk     time.Time // when the bytes since the last sync began
 }
 
 func (w *syncingWriter) Write(p []byte) (int, error) {
+	if w.chunk.IsZero() {
+		w.chunk = time.Now()
+	}
 	n, err := w.f.Write(p)
 	w.n += int64(n)
 	if err == nil && w.n-w.synced >= w.every {
 		err = fileutil.Fdatasync(w.f)
-		w.synced = w.n
+		if w.rate > 0 {
+			due := time.Duration((w.n - w.synced) * int64(time.Second) / w.rate)
+			time.Sleep(due - time.Since(w.chunk))
+		}
+		w.synced, w.chunk = w.n, time.Now()
 	}
 	return n, err
 }
