@@ -149,9 +149,10 @@ func TestFaultFailpoints(t *testing.T) {
 	}
 }
 
-// The newest snapshot's state file (.snap.db) is damaged: its checksum
-// gives it away, and the member starts from the snapshot before it.
-func TestFaultDamagedNewestStateFile(t *testing.T) {
+// stoppedWithSnapshots writes 40 keys to a one-member cluster that
+// snapshots every 5 entries, keeping 3, and stops it.
+func stoppedWithSnapshots(t *testing.T) (*procCluster, map[string]string) {
+	t.Helper()
 	c := newProcCluster(t, 1, "--snapshot-count", "5", "--snapshot-catchup-entries", "2", "--max-snapshots", "3")
 	c.start()
 	kv := map[string]string{}
@@ -160,8 +161,15 @@ func TestFaultDamagedNewestStateFile(t *testing.T) {
 		putOK(t, c.url(1), key, fmt.Sprint(i))
 		kv[key] = fmt.Sprint(i)
 	}
+	c.member(1).terminate(0)
+	return c, kv
+}
+
+// The newest snapshot's state file (.snap.db) is damaged: its checksum
+// gives it away, and the member starts from the snapshot before it.
+func TestFaultDamagedNewestStateFile(t *testing.T) {
+	c, kv := stoppedWithSnapshots(t)
 	m := c.member(1)
-	m.terminate(0)
 	dbs, _ := filepath.Glob(filepath.Join(c.dataDir, "raftexample-1-snap", "*.snap.db"))
 	if len(dbs) < 2 {
 		t.Fatalf("want at least 2 state files to fall back on, have %v", dbs)
@@ -186,16 +194,8 @@ func TestFaultDamagedNewestStateFile(t *testing.T) {
 // The newest snapshot file is damaged: the member sets it aside and starts
 // from the one before, replaying the WAL from there.
 func TestFaultDamagedNewestSnapshot(t *testing.T) {
-	c := newProcCluster(t, 1, "--snapshot-count", "5", "--snapshot-catchup-entries", "2", "--max-snapshots", "3")
-	c.start()
-	kv := map[string]string{}
-	for i := range 40 {
-		key := fmt.Sprintf("key-%d", i)
-		putOK(t, c.url(1), key, fmt.Sprint(i))
-		kv[key] = fmt.Sprint(i)
-	}
+	c, kv := stoppedWithSnapshots(t)
 	m := c.member(1)
-	m.terminate(0)
 	snapDir := filepath.Join(c.dataDir, "raftexample-1-snap")
 	snaps, _ := filepath.Glob(filepath.Join(snapDir, "*.snap"))
 	if len(snaps) < 2 {
