@@ -664,3 +664,28 @@ func TestSnapshotWaitsForLogToGrowWithState(t *testing.T) {
 		t.Fatalf("snapshots taken: %v; want 2, the small writes in between should not trigger one", got)
 	}
 }
+
+// syncingWriter writes everything it is given and keeps to its rate: two
+// syncs' worth of data at 20 kB/s cannot take less than about 100 ms.
+func TestSyncingWriterPaces(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := &syncingWriter{f: f, every: 1000, rate: 20_000}
+	data := bytes.Repeat([]byte("0123456789"), 300) // 3 000 bytes, in 6 writes
+	start := time.Now()
+	for i := 0; i < len(data); i += 500 {
+		if _, err := w.Write(data[i : i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took < 90*time.Millisecond {
+		t.Errorf("3 000 bytes at 20 kB/s took %v", took)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil || !bytes.Equal(got, data) || w.n != int64(len(data)) {
+		t.Fatalf("file holds %d bytes (%v), counted %d; want the %d written", len(got), err, w.n, len(data))
+	}
+}
