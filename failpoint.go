@@ -18,7 +18,7 @@ import (
 // variable once at startup into raftConfig.Failpoint. Unset, nothing happens.
 var failpointNames = []string{
 	"before-wal-save",             // a Ready with new entries, before the WAL write
-	"after-wal-save-before-apply", // the WAL is synced; committed entries not yet applied
+	"after-wal-save-before-apply", // new entries are synced; their acknowledgements not yet sent
 	"before-snapshot-save",        // a snapshot was created in memory; no file yet
 	"after-snapshot-file",         // the .snap file is written; the WAL does not name it yet
 	"after-wal-snapshot-record",   // the WAL names the snapshot; older WAL files still locked

@@ -85,8 +85,15 @@ func (c raftConfig) electionTimeout() time.Duration {
 }
 
 // raftNode drives one raft.Node: it proposes what arrives on proposeC and
-// confChangeC, persists each Ready to the WAL and snapshot directory, sends
+// confChangeC, persists raft's log to the WAL and snapshot directory, sends
 // messages with rafthttp, and publishes committed entries on commitC.
+//
+// raft runs with AsyncStorageWrites: the Ready loop only hands work out.
+// Messages for peers leave at once; log appends go to the WAL writer
+// (writeWAL), which saves everything queued behind one fsync; committed
+// entries go to the applier (applyCommits). Neither waits for the other,
+// so a commit reaches the kvstore and the followers while the next fsync
+// is still running.
 type raftNode struct {
 	cfg         raftConfig
 	logger      *zap.Logger
@@ -100,13 +107,17 @@ type raftNode struct {
 
 	getSnapshot func() func(io.Writer) error
 
-	// Touched only by the Ready loop goroutine.
+	appendC chan *raftpb.Message // MsgStorageAppend: Ready loop -> WAL writer
+	applyC  chan applyWork       // committed entries and snapshots -> applier
+
+	leading bool // raft state is leader; touched only by the Ready loop
+
+	// Touched only by the applier goroutine (and startup, before it runs).
 	confState     *raftpb.ConfState
 	snapshotIndex uint64
 	appliedIndex  uint64
 	logBytes      uint64          // bytes of entries applied since the last snapshot
-	bootSnapshot  *loadedSnapshot // restored first, before any Ready
-	leading       bool            // raft state is leader
+	bootSnapshot  *loadedSnapshot // restored first, before any entry
 
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
@@ -162,6 +173,8 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 		proposeC:    proposeC,
 		confChangeC: confChangeC,
 		commitC:     make(chan *commit),
+		appendC:     make(chan *raftpb.Message, 1024),
+		applyC:      make(chan applyWork, 1024),
 		errorC:      make(chan error, 1),
 		waldir:      filepath.Join(cfg.DataDir, fmt.Sprintf("raftexample-%d", cfg.ID)),
 		snapdir:     filepath.Join(cfg.DataDir, fmt.Sprintf("raftexample-%d-snap", cfg.ID)),
@@ -180,9 +193,11 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 		rc.stop()
 		return nil, err
 	}
-	rc.wg.Add(2)
+	rc.wg.Add(4)
 	go rc.serveProposals()
 	go rc.reads.run()
+	go rc.writeWAL()
+	go rc.applyCommits()
 	rc.startPurging()
 	go rc.serveChannels()
 	return rc, nil
@@ -209,6 +224,7 @@ func (rc *raftNode) startRaft() error {
 		PreVote:                   true,
 		StepDownOnRemoval:         true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
+		AsyncStorageWrites:        true,
 		Logger:                    raftLogger{rc.logger.Named("raft").Sugar()},
 	}
 	switch {
@@ -353,17 +369,10 @@ func ctxOrTODO(ctx context.Context) context.Context {
 	return ctx
 }
 
-// serveChannels is the Ready loop: the one goroutine that talks to raft.Node
-// about time, storage and committed entries.
+// serveChannels is the Ready loop: the one goroutine that takes Readys from
+// raft.Node and ticks its clock.
 func (rc *raftNode) serveChannels() {
 	defer rc.shutdown()
-	if rc.bootSnapshot != nil {
-		if err := rc.publishSnapshot(rc.bootSnapshot); err != nil {
-			rc.fail(err)
-			return
-		}
-		rc.bootSnapshot = nil
-	}
 	ticker := time.NewTicker(rc.cfg.Tick)
 	defer ticker.Stop()
 	for {
@@ -386,6 +395,9 @@ func (rc *raftNode) serveChannels() {
 	}
 }
 
+// handleReady hands one Ready out: read states to the readers, messages to
+// peers, the log append to the WAL writer and committed entries to the
+// applier. It does no I/O of its own, so raft is never held up by an fsync.
 func (rc *raftNode) handleReady(rd raft.Ready) error {
 	becameLeader := false
 	if rd.SoftState != nil {
@@ -395,58 +407,94 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 			rc.cfg.Metrics.leaderChanged(rc.cfg.ID, rd.SoftState.Lead)
 		}
 	}
+	if n := len(rd.Entries); becameLeader && n > 0 {
+		// Its first entry, the empty one raft appends, is in this Ready.
+		rc.leaderStart.Store(rd.Entries[n-1].GetIndex())
+	}
 	rc.reads.deliver(rd.ReadStates)
-	if rc.leading {
-		// A leader may send its entries before writing them: followers
-		// persist them in parallel with it, and an entry commits only once a
-		// quorum, counting the leader only after its own write, has it
-		// (raft thesis §10.2.1).
-		rc.send(rd.Messages)
-	}
-	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
-	var snapshot *loadedSnapshot
-	if hasSnap {
-		// The transport saved the state file before raft saw the message;
-		// check it before anything names it. The snapshot file goes before
-		// the WAL: the WAL must never name a snapshot that is not on disk.
-		var err error
-		if snapshot, err = rc.readSnapshot(rd.Snapshot); err != nil {
-			return err
-		}
-		if err := rc.saveSnap(rd.Snapshot); err != nil {
-			return err
-		}
-	}
-	if len(rd.Entries) > 0 {
-		rc.failpoint("before-wal-save")
-	}
-	if err := rc.wal.Save(rd.HardState, rd.Entries); err != nil {
-		return fmt.Errorf("save to WAL %s: %w", rc.waldir, err)
-	}
-	if len(rd.Entries) > 0 || len(rd.CommittedEntries) > 0 {
-		rc.failpoint("after-wal-save-before-apply")
-	}
-	if hasSnap {
-		if err := rc.raftStorage.ApplySnapshot(rd.Snapshot); err != nil {
-			return fmt.Errorf("apply snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
-		}
-		if err := rc.publishSnapshot(snapshot); err != nil {
-			return err
-		}
-	}
-	if err := rc.raftStorage.Append(rd.Entries); err != nil {
-		return fmt.Errorf("append to raft storage: %w", err)
-	}
-	if becameLeader { // its first entry, the empty one raft appends, is last
-		last, _ := rc.raftStorage.LastIndex()
-		rc.leaderStart.Store(last)
-	}
 	rc.noteConfChanges(rd.Entries)
-	if !rc.leading {
-		// Others' messages acknowledge what was just written: send after.
-		rc.send(rd.Messages)
+	peers := rd.Messages[:0:0]
+	for _, m := range rd.Messages {
+		switch m.GetTo() {
+		case raft.LocalAppendThread:
+			// Votes and append acknowledgements ride in its Responses:
+			// they leave only once the WAL holds what they promise.
+			select {
+			case rc.appendC <- m:
+			case <-rc.stopc:
+				return errStopping
+			}
+		case raft.LocalApplyThread:
+			select {
+			case rc.applyC <- applyWork{entries: m.GetEntries(), responses: m.GetResponses()}:
+			case <-rc.stopc:
+				return errStopping
+			}
+		default:
+			// A leader's appends leave before its own WAL write (raft
+			// thesis §10.2.1): raft counts the leader towards a quorum
+			// only once its write is done.
+			peers = append(peers, m)
+		}
 	}
-	ents, err := rc.entriesToApply(rd.CommittedEntries)
+	rc.send(peers)
+	return nil
+}
+
+// deliver hands the responses of a finished storage write to their
+// targets: raft itself, or peers.
+func (rc *raftNode) deliver(responses []*raftpb.Message) error {
+	var peers []*raftpb.Message
+	for _, m := range responses {
+		if m.GetTo() != rc.cfg.ID {
+			peers = append(peers, m)
+			continue
+		}
+		if err := rc.node.Step(context.TODO(), m); err != nil {
+			return proposeErr(err)
+		}
+	}
+	rc.send(peers)
+	return nil
+}
+
+// applyWork is one job for the applier: committed entries, or a snapshot
+// the WAL writer has saved.
+type applyWork struct {
+	entries   []*raftpb.Entry
+	responses []*raftpb.Message // for raft, once entries are handed to the kvstore
+	snapshot  *loadedSnapshot
+}
+
+// applyCommits is the applier: it restores snapshots and publishes
+// committed entries to the kvstore in log order, and triggers snapshots.
+func (rc *raftNode) applyCommits() {
+	defer rc.wg.Done()
+	if rc.bootSnapshot != nil {
+		if err := rc.publishSnapshot(rc.bootSnapshot); err != nil {
+			rc.fail(err)
+			return
+		}
+		rc.bootSnapshot = nil
+	}
+	for {
+		select {
+		case w := <-rc.applyC:
+			if err := rc.apply(w); err != nil {
+				rc.fail(err)
+				return
+			}
+		case <-rc.stopc:
+			return
+		}
+	}
+}
+
+func (rc *raftNode) apply(w applyWork) error {
+	if w.snapshot != nil {
+		return rc.publishSnapshot(w.snapshot)
+	}
+	ents, err := rc.entriesToApply(w.entries)
 	if err != nil {
 		return err
 	}
@@ -454,8 +502,10 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	if err != nil {
 		return err
 	}
+	if err := rc.deliver(w.responses); err != nil {
+		return err
+	}
 	rc.maybeTriggerSnapshot(applyDoneC)
-	rc.node.Advance()
 	return nil
 }
 
@@ -481,7 +531,7 @@ func (rc *raftNode) send(ms []*raftpb.Message) {
 			n++
 			continue
 		}
-		rc.sendSnapshot(withConfState(m, rc.confState))
+		rc.sendSnapshot(withConfState(m, rc.confStateNow()))
 	}
 	rc.transport.Send(ms[:n])
 }

@@ -366,3 +366,112 @@ func (rc *raftNode) startPurging() {
 	purge(rc.snapdir, ".snap", rc.cfg.MaxSnapshots)
 	purge(rc.snapdir, ".snap.db", rc.cfg.MaxSnapshots)
 }
+
+// writeWAL is the WAL writer: it saves raft's log appends in order and then
+// delivers their responses (append acknowledgements, votes), which promise
+// that the data is on disk. Appends that queued up during one fsync are
+// saved together, behind the next one: group commit.
+func (rc *raftNode) writeWAL() {
+	defer rc.wg.Done()
+	for {
+		var batch []*raftpb.Message
+		select {
+		case m := <-rc.appendC:
+			batch = append(batch, m)
+		case <-rc.stopc:
+			return
+		}
+	more:
+		for len(batch) < cap(rc.appendC) {
+			select {
+			case m := <-rc.appendC:
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		if err := rc.persist(batch); err != nil {
+			rc.fail(err)
+			return
+		}
+	}
+}
+
+// persist makes a batch of MsgStorageAppend durable, then delivers their
+// responses in order. A snapshot in the batch is saved and handed to the
+// applier after everything queued before it, and before what follows it.
+func (rc *raftNode) persist(batch []*raftpb.Message) error {
+	start := 0
+	for i, m := range batch {
+		if raft.IsEmptySnap(m.GetSnapshot()) {
+			continue
+		}
+		if err := rc.saveAppends(batch[start:i]); err != nil {
+			return err
+		}
+		if err := rc.installSnapshot(m.GetSnapshot()); err != nil {
+			return err
+		}
+		start = i
+	}
+	if err := rc.saveAppends(batch[start:]); err != nil {
+		return err
+	}
+	for _, m := range batch {
+		if err := rc.deliver(m.GetResponses()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// saveAppends writes the entries and newest HardState of msgs to the WAL
+// with one fsync, then to raft's in-memory log.
+func (rc *raftNode) saveAppends(msgs []*raftpb.Message) error {
+	hs := &raftpb.HardState{}
+	var ents []*raftpb.Entry
+	for _, m := range msgs {
+		if m.Term != nil { // raft sets Term, Vote and Commit only with a HardState
+			hs = &raftpb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+		}
+		ents = append(ents, m.GetEntries()...)
+	}
+	if len(ents) > 0 {
+		rc.failpoint("before-wal-save")
+	}
+	if err := rc.wal.Save(hs, ents); err != nil {
+		return fmt.Errorf("save to WAL %s: %w", rc.waldir, err)
+	}
+	if len(ents) > 0 {
+		rc.failpoint("after-wal-save-before-apply")
+	}
+	for _, m := range msgs { // in order: a later append may replace a suffix
+		if err := rc.raftStorage.Append(m.GetEntries()); err != nil {
+			return fmt.Errorf("append to raft storage: %w", err)
+		}
+	}
+	return nil
+}
+
+// installSnapshot saves a snapshot received from the leader and queues it
+// for the applier. The transport saved the state file before raft saw the
+// message; it is checked before anything names it. The snapshot file goes
+// before the WAL record: the WAL must never name a snapshot not on disk.
+func (rc *raftNode) installSnapshot(s *raftpb.Snapshot) error {
+	loaded, err := rc.readSnapshot(s)
+	if err != nil {
+		return err
+	}
+	if err := rc.saveSnap(s); err != nil {
+		return err
+	}
+	if err := rc.raftStorage.ApplySnapshot(s); err != nil {
+		return fmt.Errorf("apply snapshot %d: %w", s.GetMetadata().GetIndex(), err)
+	}
+	select {
+	case rc.applyC <- applyWork{snapshot: loaded}:
+		return nil
+	case <-rc.stopc:
+		return errStopping
+	}
+}
