@@ -413,7 +413,7 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	}
 	rc.reads.deliver(rd.ReadStates)
 	rc.noteConfChanges(rd.Entries)
-	peers := rd.Messages[:0:0]
+	var peers []*raftpb.Message
 	for _, m := range rd.Messages {
 		switch m.GetTo() {
 		case raft.LocalAppendThread:

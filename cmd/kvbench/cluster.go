@@ -24,7 +24,8 @@ type process struct {
 	name     string
 	bin      string
 	args     []string
-	endpoint string // client URL
+	env      []string // added to kvbench's own environment
+	endpoint string   // client URL
 	logPath  string
 
 	cmd     *exec.Cmd
@@ -78,6 +79,9 @@ func (c *cluster) start(p *process) error {
 	}
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Dir = c.dir
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	setChildAttrs(cmd) // dies with kvbench where the OS allows
 	if err := cmd.Start(); err != nil {
@@ -256,6 +260,7 @@ func startRaftexample(ctx context.Context, o *options, log io.Writer) (_ *cluste
 			name:     fmt.Sprintf("raftexample member %d", i+1),
 			bin:      bin,
 			args:     append(args, o.memberFlags...),
+			env:      o.memberEnv,
 			endpoint: "http://127.0.0.1:" + strconv.Itoa(ports[i]),
 			logPath:  filepath.Join(c.dir, fmt.Sprintf("member-%d.log", i+1)),
 		}
@@ -310,6 +315,7 @@ func startEtcd(ctx context.Context, o *options, log io.Writer) (_ *cluster, err 
 			name:     fmt.Sprintf("etcd member %d", i+1),
 			bin:      etcdBin,
 			args:     append(etcdMemberArgs(c.dir, i, ports[:n], ports[n:]), o.memberFlags...),
+			env:      o.memberEnv,
 			endpoint: "http://127.0.0.1:" + strconv.Itoa(ports[i]),
 			logPath:  filepath.Join(c.dir, fmt.Sprintf("m%d.log", i+1)),
 		}

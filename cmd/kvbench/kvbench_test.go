@@ -82,14 +82,16 @@ func TestParseOptionsDefaults(t *testing.T) {
 		t.Errorf("defaults: %+v", o)
 	}
 	o, err = parseOptions([]string{"-endpoints", "127.0.0.1:2379, http://localhost:2380/", "-target", "etcd", "-op", "get",
-		"-consistency", "serializable", "-conc", "8", "-send-to", "leader", "-member-flags", "--a 1  --b"}, io.Discard)
+		"-consistency", "serializable", "-conc", "8", "-send-to", "leader", "-member-flags", "--a 1  --b",
+		"-member-env", "GOMAXPROCS=1  GODEBUG=x=1"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(o.endpoints, " "); got != "http://127.0.0.1:2379 http://localhost:2380" {
 		t.Errorf("endpoints %q", got)
 	}
-	if !o.serializable() || o.conc != 8 || o.sendTo != "leader" || strings.Join(o.memberFlags, "|") != "--a|1|--b" {
+	if !o.serializable() || o.conc != 8 || o.sendTo != "leader" || strings.Join(o.memberFlags, "|") != "--a|1|--b" ||
+		strings.Join(o.memberEnv, "|") != "GOMAXPROCS=1|GODEBUG=x=1" {
 		t.Errorf("options: %+v", o)
 	}
 	o, err = parseOptions([]string{"-cluster", "1", "-load", "1000", "-conc", "4"}, io.Discard)
@@ -121,6 +123,8 @@ func TestParseOptionsRejects(t *testing.T) {
 		{"-cluster", "3", "-send-to", "random"},
 		{"-cluster", "3", "-put-ratio", "1.5"},
 		{"-cluster", "3", "-runs", "0"},
+		{"-cluster", "3", "-member-env", "GOMAXPROCS"}, // not NAME=value
+		{"-cluster", "3", "-member-env", "=1"},
 		{"-cluster", "3", "-restart", "kill", "-restart-count", "0"},
 		{"-cluster", "3", "-restart", "nicely"},
 		{"-cluster", "1", "-restart", "kill"},

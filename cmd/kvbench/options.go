@@ -19,6 +19,7 @@ type options struct {
 	binary      string   // raftexample binary; empty builds it from the module root
 	etcdBinary  string   // etcd binary for -target etcd -cluster N
 	memberFlags []string // extra flags for every member kvbench starts
+	memberEnv   []string // NAME=value added to every member's environment
 	dataDir     string   // parent of the temporary directories of started members
 	sendTo      string   // all, leader or follower
 
@@ -83,13 +84,14 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprint(stderr, usageText)
 		fs.PrintDefaults()
 	}
-	var endpoints, memberFlags string
+	var endpoints, memberFlags, memberEnv string
 	fs.StringVar(&o.target, "target", "raftexample", "system under test: raftexample, etcd or bare (a trivial net/http handler)")
 	fs.StringVar(&endpoints, "endpoints", "", "comma-separated client URLs of running members (loopback only)")
 	fs.IntVar(&o.cluster, "cluster", 0, "start this many members in temporary directories (0: use -endpoints)")
 	fs.StringVar(&o.binary, "binary", "", "raftexample binary for -cluster (default: go build the module kvbench runs in)")
 	fs.StringVar(&o.etcdBinary, "etcd-binary", "", "etcd binary for -target etcd -cluster N")
 	fs.StringVar(&memberFlags, "member-flags", "", "extra space-separated flags for every member kvbench starts")
+	fs.StringVar(&memberEnv, "member-env", "", "space-separated NAME=value settings added to the environment of every member kvbench starts, of either target (e.g. GOMAXPROCS=1)")
 	fs.StringVar(&o.dataDir, "data-dir", "", "parent of the temporary member directories (default: the system's temp dir)")
 	fs.StringVar(&o.sendTo, "send-to", "all", "members that get the load: all (workers spread over them), leader, or follower")
 	fs.StringVar(&o.op, "op", "put", "operation: put, get, mixed (puts and gets), cas (read the revision, then a conditional put)")
@@ -122,6 +124,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.endpoints = splitList(endpoints, ",")
 	o.memberFlags = strings.Fields(memberFlags)
+	o.memberEnv = strings.Fields(memberEnv)
 	if o.load > 0 && !isSet(fs, "op") {
 		o.op = "load"
 	}
@@ -154,6 +157,11 @@ func (o *options) check() error {
 			return fmt.Errorf("-serve-bare: %w", err)
 		}
 		return nil
+	}
+	for _, kv := range o.memberEnv {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return fmt.Errorf("-member-env: %q is not NAME=value", kv)
+		}
 	}
 	switch o.target {
 	case "raftexample", "etcd", "bare":
