@@ -348,7 +348,7 @@ func (rc *raftNode) serveProposals() {
 				rc.proposeC = nil
 				continue
 			}
-			p.reply(rc.node.Propose(ctxOrTODO(p.ctx), p.data))
+			rc.proposeBatch(rc.takeQueued(p))
 		case p, ok := <-rc.confChangeC:
 			if !ok {
 				rc.confChangeC = nil
@@ -360,6 +360,62 @@ func (rc *raftNode) serveProposals() {
 		}
 	}
 	rc.stop()
+}
+
+// maxProposalBatch bounds how many queued proposals go to raft in one step.
+const maxProposalBatch = 256
+
+// takeQueued returns p and the proposals already queued behind it.
+func (rc *raftNode) takeQueued(p proposal) []proposal {
+	batch := []proposal{p}
+	for len(batch) < maxProposalBatch {
+		select {
+		case q, ok := <-rc.proposeC:
+			if !ok {
+				rc.proposeC = nil
+				return batch
+			}
+			batch = append(batch, q)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// proposeBatch hands a batch of proposals to raft, so that raft appends
+// them together and sends them to each follower in one MsgApp instead of
+// one message per entry. node.Propose takes one entry and gives raft's
+// verdict; node.Step takes many and gives none. The first goes through
+// Propose: if raft refuses it (no leader, leadership transfer), the whole
+// batch is refused with that error; if raft takes it, the rest follow in
+// one MsgProp at once; raft may still drop those silently if it lost its
+// leader in between, and they then end as timeouts ("may still apply"), as
+// proposals forwarded by a follower always could.
+func (rc *raftNode) proposeBatch(batch []proposal) {
+	first := batch[0]
+	err := rc.node.Propose(ctxOrTODO(first.ctx), first.data)
+	first.reply(err)
+	rest := batch[1:]
+	if len(rest) == 0 {
+		return
+	}
+	if err == nil {
+		ents := make([]*raftpb.Entry, len(rest))
+		for i, p := range rest {
+			ents[i] = &raftpb.Entry{Data: p.data}
+		}
+		// Step blocks while raft knows no leader; then the batch was never taken.
+		ctx, cancel := context.WithTimeout(context.Background(), rc.cfg.electionTimeout())
+		err = rc.node.Step(ctx, &raftpb.Message{Type: raftpb.MsgProp.Enum(), Entries: ents})
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = raft.ErrProposalDropped
+		}
+	}
+	for _, p := range rest {
+		p.reply(err)
+	}
 }
 
 func ctxOrTODO(ctx context.Context) context.Context {
