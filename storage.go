@@ -134,7 +134,9 @@ func (ls *loadedSnapshot) index() uint64 { return ls.snapshot().GetMetadata().Ge
 // snapshotter; a missing or damaged state file also makes it try an older
 // snapshot.
 func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
+	guess := rc.readNewestSnapshot()
 	walSnaps, err := wal.ValidSnapshotEntries(rc.logger, rc.waldir)
+	g := <-guess
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots in WAL %s: %w", rc.waldir, err)
 	}
@@ -146,7 +148,12 @@ func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load snapshot from %s: %w", rc.snapdir, err)
 		}
-		ls, err := rc.readSnapshot(s)
+		var ls *loadedSnapshot
+		if g.index == s.GetMetadata().GetIndex() {
+			ls, err, g = g.ls, g.err, speculated{}
+		} else {
+			ls, err = rc.readSnapshot(s)
+		}
 		if err == nil {
 			return ls, nil
 		}
@@ -154,6 +161,31 @@ func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
 		rc.logger.Warn("snapshot unusable, trying an older one", zap.Uint64("index", index), zap.Error(err))
 		walSnaps = slices.DeleteFunc(walSnaps, func(w *walpb.Snapshot) bool { return w.GetIndex() >= index })
 	}
+}
+
+// speculated is the newest snapshot file, read before the WAL said it may
+// be used.
+type speculated struct {
+	index uint64 // 0: nothing was read
+	ls    *loadedSnapshot
+	err   error
+}
+
+// readNewestSnapshot reads the newest snapshot file while the caller scans
+// the WAL for the snapshots it names: both take about a second at 1 M
+// keys, and the newest file is nearly always the one the WAL names.
+func (rc *raftNode) readNewestSnapshot() <-chan speculated {
+	c := make(chan speculated, 1)
+	go func() {
+		s, err := rc.snapshotter.Load()
+		if err != nil {
+			c <- speculated{}
+			return
+		}
+		ls, err := rc.readSnapshot(s)
+		c <- speculated{index: s.GetMetadata().GetIndex(), ls: ls, err: err}
+	}()
+	return c
 }
 
 // readSnapshot reads the membership from a raft snapshot and the key-value
