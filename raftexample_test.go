@@ -689,3 +689,69 @@ func TestSyncingWriterPaces(t *testing.T) {
 		t.Fatalf("file holds %d bytes (%v), counted %d; want the %d written", len(got), err, w.n, len(data))
 	}
 }
+
+// Writes that queue up while the leader hands its leadership over are
+// proposed to raft as a batch; raft refuses them all, and every writer
+// hears a definite "dropped" at once rather than waiting out its timeout.
+func TestWritesDuringTransferAreRefusedTogether(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.ElectionTicks = 50 })
+	lead := c.waitLeader()
+	leader := c.byID(lead)
+	var target *member
+	for _, m := range c.members {
+		if m.cfg.ID != lead {
+			target = m
+		}
+	}
+	target.stop() // the transfer then waits an election timeout for it
+	leader.rc.node.TransferLeadership(t.Context(), lead, target.cfg.ID)
+	eventually(t, 5*time.Second, func() error {
+		if tr := leader.rc.node.Status().LeadTransferee; tr != target.cfg.ID {
+			return fmt.Errorf("transferee %d, want %d", tr, target.cfg.ID)
+		}
+		return nil
+	})
+	const writers = 50
+	errs := make([]error, writers)
+	took := make([]time.Duration, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			errs[i] = leader.kvs.Put(ctx, fmt.Sprintf("w%d", i), []byte("v"))
+			took[i] = time.Since(start)
+		})
+	}
+	wg.Wait()
+	dropped := 0
+	for i, err := range errs {
+		switch {
+		case errors.Is(err, errDropped):
+			dropped++
+			if took[i] > 2*time.Second {
+				t.Errorf("write %d was refused only after %v", i, took[i])
+			}
+		case err != nil:
+			t.Errorf("write %d: %v, want success or a definite refusal", i, err)
+		}
+	}
+	if dropped == 0 {
+		t.Fatalf("no write was refused during the transfer")
+	}
+	// After the transfer gives up, refused writes are absent, taken ones present.
+	eventually(t, 10*time.Second, func() error {
+		for i, err := range errs {
+			_, ok, gerr := c.byID(lead).kvs.Get(t.Context(), fmt.Sprintf("w%d", i), false)
+			if gerr != nil {
+				return gerr
+			}
+			if ok != (err == nil) {
+				return fmt.Errorf("write %d (%v): present=%v", i, err, ok)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d of %d writes refused during the transfer", dropped, writers)
+}
