@@ -333,7 +333,7 @@ func (s *kvstore) record(evs []event) {
 // getSnapshot captures the state as of the last applied entry. The capture
 // is cheap (a copy-on-write clone of the tree and a copy of the history);
 // encoding it, the slow part, happens in the returned function, off the
-// Ready loop.
+// applier.
 func (s *kvstore) getSnapshot() func(io.Writer) error {
 	s.mu.Lock() // Clone updates the tree's copy-on-write bookkeeping
 	st := kvState{Items: s.items.Clone(), HistStart: s.histStart, History: slices.Clone(s.history)}

@@ -131,7 +131,7 @@ type raftNode struct {
 	raftStorage *raft.MemoryStorage
 	wal         *wal.WAL
 	snapshotter *snap.Snapshotter
-	snapMu      sync.Mutex // orders snapshot saves from the loop and the background
+	snapMu      sync.Mutex // orders snapshot saves from the WAL writer and the background
 	transport   *rafthttp.Transport
 	peerServer  *http.Server
 	peerHTTP    *http.Client // for requests of our own to peers (not raft messages)
@@ -856,7 +856,7 @@ func (rc *raftNode) shutdown() {
 	}
 	cancel()
 	rc.node.Stop()
-	rc.wg.Wait() // proposer, peer server, purgers, background snapshot
+	rc.wg.Wait() // proposer, WAL writer, applier, peer server, purgers, background snapshot
 	rc.leader.stop()
 	if err := rc.wal.Close(); err != nil {
 		rc.errOnce.Do(func() { rc.err = fmt.Errorf("close WAL: %w", err) })
