@@ -34,6 +34,7 @@ type kvstore struct {
 	applied   uint64 // index of the last entry applied
 	histStart uint64 // history holds every event with a revision above this
 	history   []event
+	histBuf   []event // history's backing array, reused as it slides
 	watchers  map[*watcher]struct{}
 
 	waits     wait.Wait     // request ID -> txnResult
@@ -322,12 +323,29 @@ func (s *kvstore) record(evs []event) {
 	if len(evs) == 0 {
 		return
 	}
+	if len(s.history)+len(evs) > cap(s.history) {
+		s.slideHistory(len(evs))
+	}
 	s.history = append(s.history, evs...)
 	if over := len(s.history) - s.historyLimit; over > 0 {
 		s.histStart = s.history[over-1].Rev
 		s.history = s.history[over:]
 	}
 	s.notify(evs)
+}
+
+// slideHistory moves the history to the front of histBuf, which has room
+// for historyLimit more events (and at least n) behind it. Trimming the
+// front of the history then frees nothing and appends allocate nothing;
+// letting append grow it instead copied the whole history into a new
+// array every historyLimit/4 events.
+func (s *kvstore) slideHistory(n int) {
+	if size := 2*s.historyLimit + n; cap(s.histBuf) < size {
+		s.histBuf = make([]event, 0, size)
+	}
+	k := copy(s.histBuf[:cap(s.histBuf)], s.history)
+	clear(s.histBuf[k:cap(s.histBuf)]) // let go of the values trimmed away
+	s.history = s.histBuf[:k]
 }
 
 // getSnapshot captures the state as of the last applied entry. The capture

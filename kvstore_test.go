@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+// The watch history keeps exactly the newest historyLimit events, in order,
+// however the entries that make them arrive, and forgets the older ones.
+func TestHistoryKeepsTheNewestEvents(t *testing.T) {
+	const limit = 7
+	s := newKVStore(zap.NewNop(), newMetrics(), 1, limit, make(chan proposal))
+	index := uint64(0)
+	for batch := 1; batch <= 40; batch++ {
+		var ents []committedEntry
+		for range batch % 5 { // 0 to 4 entries at a time
+			index++
+			ents = append(ents, committedEntry{index: index, data: encodeRequest(request{ID: index, Ops: []op{
+				{Kind: opPut, Key: fmt.Sprintf("k%d", index%3), Value: []byte(fmt.Sprint(index))},
+			}})})
+		}
+		s.apply(ents)
+		kept := min(int(index), limit)
+		if len(s.history) != kept {
+			t.Fatalf("after index %d: history holds %d events, want %d", index, len(s.history), kept)
+		}
+		for i, e := range s.history {
+			if want := index - uint64(kept-1-i); e.Rev != want || string(e.Value) != fmt.Sprint(want) {
+				t.Fatalf("after index %d: event %d is rev %d value %q, want rev %d", index, i, e.Rev, e.Value, want)
+			}
+		}
+		if want := index - uint64(kept); s.histStart != want {
+			t.Fatalf("after index %d: history starts after %d, want %d", index, s.histStart, want)
+		}
+	}
+	if index < 3*limit {
+		t.Fatalf("only %d entries applied; the history never slid", index)
+	}
+}
