@@ -116,6 +116,12 @@ func TestFaultFailpoints(t *testing.T) {
 			}
 			t.Logf("killed at %s (hit %d) after %d acknowledged writes", tc.point, tc.hit, len(acked))
 			checkHealthyAfter(t, c, 1, acked)
+			// Only a snapshot file that the WAL does not record sends the
+			// restart to the WAL's list of snapshots.
+			fellBack := strings.Contains(m.output(), "newest snapshot cannot be used with the WAL")
+			if want := tc.point == "after-snapshot-file"; fellBack != want {
+				t.Errorf("restart fell back to the WAL's snapshot list: %v, want %v", fellBack, want)
+			}
 		})
 	}
 	// A follower that receives a snapshot from the leader saves it through

@@ -78,15 +78,11 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 		return false, nil
 	}
 
-	loaded, err := rc.loadSnapshot()
+	loaded, st, ents, err := rc.loadState()
 	if err != nil {
 		return false, err
 	}
 	snapshot := loaded.snapshot()
-	st, ents, err := rc.openWAL(snapshot)
-	if err != nil {
-		return false, err
-	}
 	if snapshot != nil {
 		if err := rc.raftStorage.ApplySnapshot(snapshot); err != nil {
 			rc.wal.Close()
@@ -129,14 +125,69 @@ func (ls *loadedSnapshot) snapshot() *raftpb.Snapshot {
 
 func (ls *loadedSnapshot) index() uint64 { return ls.snapshot().GetMetadata().GetIndex() }
 
+// loadState loads the newest snapshot and the WAL after it. Nearly always
+// the newest snapshot file is one the WAL records, so both are read at
+// once, and wal.ReadAll's own check that the WAL holds the snapshot's
+// record stands in for a scan of every WAL file. Only when that fails does
+// it fall back to the snapshots the scan lists.
+func (rc *raftNode) loadState() (*loadedSnapshot, *raftpb.HardState, []*raftpb.Entry, error) {
+	if s, err := rc.snapshotter.Load(); err == nil {
+		ls, st, ents, err := rc.loadNewest(s)
+		if err == nil {
+			return ls, st, ents, nil
+		}
+		rc.logger.Warn("newest snapshot cannot be used with the WAL, checking the snapshots the WAL lists",
+			zap.Uint64("index", s.GetMetadata().GetIndex()), zap.Error(err))
+	}
+	ls, err := rc.loadSnapshot()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, ents, err := rc.openWAL(ls.snapshot())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return ls, st, ents, nil
+}
+
+// loadNewest reads snapshot s and its state file while it opens the WAL at
+// s. It fails, with the WAL closed, if either cannot be read or if the WAL
+// has no record of s.
+func (rc *raftNode) loadNewest(s *raftpb.Snapshot) (*loadedSnapshot, *raftpb.HardState, []*raftpb.Entry, error) {
+	type result struct {
+		ls  *loadedSnapshot
+		err error
+	}
+	read := make(chan result, 1)
+	go func() {
+		ls, err := rc.readSnapshot(s)
+		read <- result{ls, err}
+	}()
+	st, ents, werr := rc.openWAL(s)
+	r := <-read
+	if err := errors.Join(r.err, werr); err != nil {
+		if werr == nil {
+			rc.wal.Close()
+			rc.wal = nil
+		}
+		return nil, nil, nil, err
+	}
+	// The applier may snapshot entries before the WAL writer has saved the
+	// HardState that commits them (raft applies only entries already in the
+	// WAL, but saves the commit index with the next append). A snapshot
+	// holds only committed entries, so its index is a commit index too.
+	if index := s.GetMetadata().GetIndex(); st.GetCommit() < index {
+		st.Commit = proto.Uint64(index)
+	}
+	return r.ls, st, ents, nil
+}
+
 // loadSnapshot returns the newest snapshot that the WAL also records and
 // that reads back whole, or nil. A damaged .snap file is set aside by the
 // snapshotter; a missing or damaged state file also makes it try an older
 // snapshot.
 func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
-	guess := rc.readNewestSnapshot()
 	walSnaps, err := wal.ValidSnapshotEntries(rc.logger, rc.waldir)
-	g := <-guess
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots in WAL %s: %w", rc.waldir, err)
 	}
@@ -148,12 +199,7 @@ func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load snapshot from %s: %w", rc.snapdir, err)
 		}
-		var ls *loadedSnapshot
-		if g.index == s.GetMetadata().GetIndex() {
-			ls, err, g = g.ls, g.err, speculated{}
-		} else {
-			ls, err = rc.readSnapshot(s)
-		}
+		ls, err := rc.readSnapshot(s)
 		if err == nil {
 			return ls, nil
 		}
@@ -161,31 +207,6 @@ func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
 		rc.logger.Warn("snapshot unusable, trying an older one", zap.Uint64("index", index), zap.Error(err))
 		walSnaps = slices.DeleteFunc(walSnaps, func(w *walpb.Snapshot) bool { return w.GetIndex() >= index })
 	}
-}
-
-// speculated is the newest snapshot file, read before the WAL said it may
-// be used.
-type speculated struct {
-	index uint64 // 0: nothing was read
-	ls    *loadedSnapshot
-	err   error
-}
-
-// readNewestSnapshot reads the newest snapshot file while the caller scans
-// the WAL for the snapshots it names: both take about a second at 1 M
-// keys, and the newest file is nearly always the one the WAL names.
-func (rc *raftNode) readNewestSnapshot() <-chan speculated {
-	c := make(chan speculated, 1)
-	go func() {
-		s, err := rc.snapshotter.Load()
-		if err != nil {
-			c <- speculated{}
-			return
-		}
-		ls, err := rc.readSnapshot(s)
-		c <- speculated{index: s.GetMetadata().GetIndex(), ls: ls, err: err}
-	}()
-	return c
 }
 
 // readSnapshot reads the membership from a raft snapshot and the key-value
