@@ -95,3 +95,28 @@ func BenchmarkSnapshotEncode(b *testing.B) {
 	}
 	b.SetBytes(size)
 }
+
+// BenchmarkSnapshotDecode decodes the state file of 100 000 keys with 256 B
+// values: most of what a restart from a snapshot costs.
+func BenchmarkSnapshotDecode(b *testing.B) {
+	const keys = 100000
+	st := kvState{Items: newKVTree()}
+	for k := range keys {
+		st.Items.ReplaceOrInsert(kvItem{Key: benchKey(k), Value: make([]byte, 256), Rev: uint64(k + 1)})
+	}
+	var buf bytes.Buffer
+	if err := writeKV(&buf, st); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(buf.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		got, err := readKV(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got.Items.Len() != keys {
+			b.Fatalf("decoded %d keys, want %d", got.Items.Len(), keys)
+		}
+	}
+}

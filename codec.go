@@ -228,18 +228,10 @@ func readKV(r io.Reader, size int64) (kvState, error) {
 	if v := d.byte(); v != stateVersion && d.err == nil {
 		return kvState{}, fmt.Errorf("decode kv state: %w: version %d", errCorrupt, v)
 	}
-	s := kvState{Items: newKVTree()}
+	s := kvState{Items: d.items(), HistStart: d.uvarint()}
 	n := d.count()
-	var key []byte
-	for i := 0; i < n && d.err == nil; i++ {
-		key = d.field(key[:0])
-		it := kvItem{Key: string(key), Rev: d.uvarint()}
-		it.Value = d.field(nil)
-		s.Items.ReplaceOrInsert(it)
-	}
-	s.HistStart = d.uvarint()
-	n = d.count()
 	s.History = make([]event, 0, n)
+	var key []byte
 	for i := 0; i < n && d.err == nil; i++ {
 		e := event{Type: opKind(d.byte())}
 		key = d.field(key[:0])
@@ -250,6 +242,45 @@ func readKV(r io.Reader, size int64) (kvState, error) {
 		return kvState{}, fmt.Errorf("decode kv state: %w", err)
 	}
 	return s, nil
+}
+
+// items decodes the count-prefixed items while another goroutine inserts
+// them into the tree: at a million keys each half takes about as long as
+// the other, and a restart waits for both.
+func (d *stateDecoder) items() *btree.BTreeG[kvItem] {
+	const batchSize, batches = 1024, 4
+	full := make(chan []kvItem, batches)
+	free := make(chan []kvItem, batches)
+	for range batches {
+		free <- make([]kvItem, 0, batchSize)
+	}
+	tree := make(chan *btree.BTreeG[kvItem])
+	go func() {
+		t := newKVTree()
+		for batch := range full {
+			for _, it := range batch {
+				t.ReplaceOrInsert(it)
+			}
+			clear(batch)
+			free <- batch[:0]
+		}
+		tree <- t
+	}()
+	n := d.count()
+	var key []byte
+	batch := <-free
+	for i := 0; i < n && d.err == nil; i++ {
+		key = d.field(key[:0])
+		it := kvItem{Key: string(key), Rev: d.uvarint()}
+		it.Value = d.field(nil)
+		if batch = append(batch, it); len(batch) == batchSize {
+			full <- batch
+			batch = <-free
+		}
+	}
+	full <- batch
+	close(full)
+	return <-tree
 }
 
 // stateDecoder reads writeKV's fields from a stream, keeping a CRC of what
