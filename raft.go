@@ -193,14 +193,40 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 		rc.stop()
 		return nil, err
 	}
-	rc.wg.Add(4)
+	rc.wg.Add(5)
 	go rc.serveProposals()
 	go rc.reads.run()
 	go rc.writeWAL()
 	go rc.applyCommits()
+	go rc.campaignWhenAlone(rc.node.Status().GetCommit())
 	rc.startPurging()
 	go rc.serveChannels()
 	return rc, nil
+}
+
+// campaignWhenAlone starts an election as soon as this member has applied
+// what was committed when it started, if it is then the only voter: nobody
+// else can lead, so waiting out an election timeout would only keep a
+// single-member cluster from serving for a second or two after every start.
+// (raft refuses to campaign while committed membership changes are not yet
+// applied, which includes a new cluster's first entries.)
+func (rc *raftNode) campaignWhenAlone(commit uint64) {
+	defer rc.wg.Done()
+	select {
+	case <-rc.appliedAt.Wait(commit):
+	case <-rc.stopc:
+		return
+	}
+	st := rc.node.Status()
+	voters := st.Config.Voters.IDs()
+	if _, ok := voters[rc.cfg.ID]; !ok || len(voters) != 1 || st.RaftState == raft.StateLeader {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rc.cfg.electionTimeout())
+	defer cancel()
+	if err := rc.node.Campaign(ctx); err != nil && !errors.Is(err, raft.ErrStopped) {
+		rc.logger.Warn("could not start an election", zap.Error(err))
+	}
 }
 
 func (rc *raftNode) startRaft() error {

@@ -302,6 +302,30 @@ func TestSnapshotMessageConfState(t *testing.T) {
 	}
 }
 
+// A single-member cluster needs nobody's vote: it leads as soon as it
+// starts and again as soon as it restarts, without waiting out an election
+// timeout (here 10 s) first.
+func TestSingleMemberLeadsAtOnce(t *testing.T) {
+	const electionTimeout = 10 * time.Second
+	slow := func(cfg *raftConfig) { cfg.Tick = 100 * time.Millisecond; cfg.ElectionTicks = 100 }
+	began := time.Now()
+	c := newTestCluster(t, 1, slow)
+	if took := time.Since(began); took > electionTimeout/2 {
+		t.Fatalf("the first start took %v to elect a leader, want well under the election timeout %v", took, electionTimeout)
+	}
+	if code, body := httpDo(t, http.MethodPut, c.members[0].srv.URL+"/k", "v"); code != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	began = time.Now()
+	m := c.restart(0)
+	if code, body := httpDo(t, http.MethodPut, m.srv.URL+"/k", "v2"); code != http.StatusNoContent {
+		t.Fatalf("PUT after the restart: %d %s", code, body)
+	}
+	if took := time.Since(began); took > electionTimeout/2 {
+		t.Fatalf("the restart took %v to take a write, want well under the election timeout %v", took, electionTimeout)
+	}
+}
+
 // Restarting a member several times, with snapshots taken every few
 // entries, keeps every acknowledged write.
 func TestRestartFromSnapshotKeepsData(t *testing.T) {
