@@ -144,12 +144,13 @@ type raftNode struct {
 	leaderStart atomic.Uint64             // first entry of this member's current leadership
 	reads       *readIndexer
 
-	stopc    chan struct{} // closed to stop
-	stopOnce sync.Once
-	errOnce  sync.Once
-	err      error
-	wg       sync.WaitGroup // goroutines other than the Ready loop
-	done     chan struct{}  // closed when everything has stopped
+	stopc       chan struct{} // closed to stop
+	stopOnce    sync.Once
+	errOnce     sync.Once
+	err         error
+	wg          sync.WaitGroup // goroutines other than the Ready loop
+	done        chan struct{}  // closed when everything has stopped
+	applierDone chan struct{}  // closed when the applier has returned
 }
 
 // newRaftNode opens (or creates) this member's WAL and snapshots, starts raft
@@ -185,6 +186,7 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 		appliedAt:   wait.NewTimeList(),
 		stopc:       make(chan struct{}),
 		done:        make(chan struct{}),
+		applierDone: make(chan struct{}),
 	}
 	rc.setConfState(&raftpb.ConfState{})
 	rc.reads = newReadIndexer(rc, cfg.ReadTimeout)
@@ -552,6 +554,7 @@ type applyWork struct {
 // committed entries to the kvstore in log order, and triggers snapshots.
 func (rc *raftNode) applyCommits() {
 	defer rc.wg.Done()
+	defer close(rc.applierDone)
 	if rc.bootSnapshot != nil {
 		if err := rc.publishSnapshot(rc.bootSnapshot); err != nil {
 			rc.fail(err)
@@ -874,6 +877,9 @@ func (rc *raftNode) Stop() {
 // started, closes the WAL, and reports the first error on errorC.
 func (rc *raftNode) shutdown() {
 	rc.stop()
+	// The applier adds peers for the membership changes it applies, and
+	// rafthttp panics on an AddPeer after Stop: let it finish first.
+	<-rc.applierDone
 	rc.transport.Stop() // ends the peers' streams
 	// Let forwarded requests in flight be answered, briefly.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
