@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"raftexample/internal/freeport"
 )
 
 // eventually calls f until it returns nil or timeout passes.
@@ -31,17 +33,17 @@ func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	}
 }
 
-// freeListeners binds n loopback listeners on ports the kernel picks.
+// freeListeners binds n loopback listeners on free ports below the
+// kernel's ephemeral range (see internal/freeport), so that a member
+// restarted on its port does not find it taken by a client's connection.
 func freeListeners(t testing.TB, n int) ([]net.Listener, []string) {
 	t.Helper()
-	lns := make([]net.Listener, n)
+	lns, err := freeport.Listen("127.0.0.1", n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	urls := make([]string, n)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i] = ln
+	for i, ln := range lns {
 		urls[i] = "http://" + ln.Addr().String()
 	}
 	return lns, urls

@@ -13,7 +13,6 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"raftexample/internal/freeport"
 )
 
 // raftexampleBin is the binary under test, built once by TestMain.
@@ -210,41 +211,15 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// freePorts picks n distinct ports that are free now. They lie below the
-// kernel's ephemeral range, which outgoing connections take their local
-// ports from: a member restarted on a port from that range could find it
-// in use by some client's connection.
+// freePorts picks n distinct ports that are free now, below the kernel's
+// ephemeral range (see internal/freeport): members restart on them.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	lo, hi := 10000, ephemeralPortsStart()-1
-	var ports []int
-	for tries := 0; len(ports) < n; tries++ {
-		if tries == 10000 {
-			t.Fatalf("no %d free ports in %d-%d", n, lo, hi)
-		}
-		p := lo + rand.IntN(hi-lo+1)
-		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p)) // members bind all interfaces
-		if err != nil {
-			continue
-		}
-		defer ln.Close() // hold every port until all are picked
-		ports = append(ports, p)
+	ports, err := freeport.Ports(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
-}
-
-// ephemeralPortsStart is the first port of the kernel's ephemeral range.
-func ephemeralPortsStart() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768 // Linux's default
-	}
-	if f := strings.Fields(string(b)); len(f) == 2 {
-		if p, err := strconv.Atoi(f[0]); err == nil && p > 11000 {
-			return p
-		}
-	}
-	return 32768
 }
 
 // procCluster is n raftexample processes sharing one data directory.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"raftexample/internal/freeport"
 )
 
 // process is one member (or the bare server) that kvbench started.
@@ -154,26 +155,6 @@ func tail(path string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// freePorts reserves n loopback ports by listening on them, then releases them.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, n)
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
-}
-
 // waitReady polls ready until it succeeds, a process exits, or limit passes.
 func (c *cluster) waitReady(ctx context.Context, limit time.Duration, ready func(context.Context) error) error {
 	deadline := time.Now().Add(limit)
@@ -240,7 +221,7 @@ func startRaftexample(ctx context.Context, o *options, log io.Writer) (_ *cluste
 		return nil, err
 	}
 	n := o.cluster
-	ports, err := freePorts(2 * n)
+	ports, err := freeport.Ports(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +287,7 @@ func startEtcd(ctx context.Context, o *options, log io.Writer) (_ *cluster, err 
 		return nil, err
 	}
 	n := o.cluster
-	ports, err := freePorts(2 * n)
+	ports, err := freeport.Ports(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +336,7 @@ func startBare(ctx context.Context, o *options, log io.Writer) (_ *cluster, err 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(1)
+	ports, err := freeport.Ports(1)
 	if err != nil {
 		return nil, err
 	}
