@@ -248,7 +248,9 @@ func readKV(r io.Reader, size int64) (kvState, error) {
 // them into the tree: at a million keys each half takes about as long as
 // the other, and a restart waits for both.
 func (d *stateDecoder) items() *btree.BTreeG[kvItem] {
-	const batchSize, batches = 1024, 4
+	const batches = 4
+	n := d.count()
+	batchSize := min(n, 1024) + 1 // +1: never 0, and a small state fits in one
 	full := make(chan []kvItem, batches)
 	free := make(chan []kvItem, batches)
 	for range batches {
@@ -266,7 +268,6 @@ func (d *stateDecoder) items() *btree.BTreeG[kvItem] {
 		}
 		tree <- t
 	}()
-	n := d.count()
 	var key []byte
 	batch := <-free
 	for i := 0; i < n && d.err == nil; i++ {
