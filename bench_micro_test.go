@@ -68,6 +68,37 @@ func BenchmarkApply(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
 }
 
+// BenchmarkApplyMillion is BenchmarkApply on a store of 1 000 000 keys, where
+// every look-up in the tree misses the CPU's caches: each write overwrites
+// one of 1 000 keys spread over the whole key space.
+func BenchmarkApplyMillion(b *testing.B) {
+	const keys, batch, spread = 1000000, 100, 1000
+	s := newBenchStore()
+	ents := make([]committedEntry, 0, 1000)
+	for k := range keys {
+		ents = append(ents, committedEntry{index: uint64(k + 1), data: encodeRequest(benchPut(uint64(k+1), k))})
+		if len(ents) == cap(ents) {
+			s.apply(ents)
+			ents = ents[:0]
+		}
+	}
+	data := make([][]byte, spread)
+	for i := range data {
+		data[i] = encodeRequest(benchPut(uint64(i+1), i*(keys/spread)+i))
+	}
+	index := uint64(keys)
+	ents = ents[:batch]
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range ents {
+			index++
+			ents[i] = committedEntry{index: index, data: data[index%spread]}
+		}
+		s.apply(ents)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+}
+
 // BenchmarkSnapshotEncode captures and encodes the state of a store holding
 // 100 000 keys with 256 B values: what every --snapshot-count entries costs.
 func BenchmarkSnapshotEncode(b *testing.B) {

@@ -277,7 +277,13 @@ func (s *kvstore) apply(ents []committedEntry) {
 // twice leaves the same state, which makes replay after a crash safe.
 func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 	res := txnResult{Rev: index, Failed: -1, Found: make([]bool, len(ops))}
+	// A lone unconditional op (a plain PUT or DELETE) needs no look-up
+	// first: applying it tells whether its key existed.
+	lone := len(ops) == 1 && ops[0].Cond == condNone
 	for i, o := range ops {
+		if lone {
+			break
+		}
 		cur, ok := s.items.Get(kvItem{Key: o.Key})
 		res.Found[i] = ok
 		if !condHolds(o, cur, ok) {
@@ -286,18 +292,22 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 		}
 	}
 	var evs []event
-	for _, o := range ops {
+	for i, o := range ops {
+		var existed bool
 		switch o.Kind {
 		case opPut:
 			// A copy of exactly the value's size: o.Value points into the
 			// whole raft entry, which the store must not keep alive.
 			v := bytes.Clone(o.Value)
-			s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
+			_, existed = s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
 			evs = append(evs, event{Type: opPut, Key: o.Key, Value: v, Rev: index})
 		case opDelete:
-			if _, ok := s.items.Delete(kvItem{Key: o.Key}); ok {
+			if _, existed = s.items.Delete(kvItem{Key: o.Key}); existed {
 				evs = append(evs, event{Type: opDelete, Key: o.Key, Rev: index})
 			}
+		}
+		if lone {
+			res.Found[i] = existed
 		}
 	}
 	s.record(evs)
