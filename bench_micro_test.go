@@ -46,75 +46,69 @@ func newBenchStore() *kvstore {
 	return newKVStore(zap.NewNop(), newMetrics(), 1, 10000, make(chan proposal))
 }
 
-// BenchmarkApply applies batches of 100 committed single-put entries (256 B
-// values over a space of 10 000 keys), as one Ready's worth of writes.
-func BenchmarkApply(b *testing.B) {
-	const batch, keys = 100, 10000
+// loadBenchStore returns a store holding keys 0..n-1, written by the
+// single-put entries 1..n.
+func loadBenchStore(b *testing.B, n int) *kvstore {
 	s := newBenchStore()
-	data := make([][]byte, keys)
-	for k := range data {
-		data[k] = encodeRequest(benchPut(uint64(k+1), k))
+	ents := make([]committedEntry, 0, 1000)
+	for k := range n {
+		ents = append(ents, committedEntry{index: uint64(k + 1), data: encodeRequest(benchPut(uint64(k+1), k))})
+		if len(ents) == cap(ents) || k == n-1 {
+			s.apply(ents)
+			ents = ents[:0]
+		}
 	}
+	if got := s.len(); got != n {
+		b.Fatalf("store holds %d keys, want %d", got, n)
+	}
+	return s
+}
+
+// benchApply applies batches of 100 committed entries, as one Ready's worth
+// of writes, cycling through data; the first has index after+1.
+func benchApply(b *testing.B, s *kvstore, after uint64, data [][]byte) {
+	const batch = 100
 	ents := make([]committedEntry, batch)
-	index := uint64(0)
+	index := after
 	b.ReportAllocs()
 	for b.Loop() {
 		for i := range ents {
 			index++
-			ents[i] = committedEntry{index: index, data: data[index%keys]}
+			ents[i] = committedEntry{index: index, data: data[index%uint64(len(data))]}
 		}
 		s.apply(ents)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+}
+
+// BenchmarkApply applies single-put entries (256 B values) over a space of
+// 10 000 keys, to an empty store.
+func BenchmarkApply(b *testing.B) {
+	const keys = 10000
+	data := make([][]byte, keys)
+	for k := range data {
+		data[k] = encodeRequest(benchPut(uint64(k+1), k))
+	}
+	benchApply(b, newBenchStore(), 0, data)
 }
 
 // BenchmarkApplyMillion is BenchmarkApply on a store of 1 000 000 keys, where
 // every look-up in the tree misses the CPU's caches: each write overwrites
 // one of 1 000 keys spread over the whole key space.
 func BenchmarkApplyMillion(b *testing.B) {
-	const keys, batch, spread = 1000000, 100, 1000
-	s := newBenchStore()
-	ents := make([]committedEntry, 0, 1000)
-	for k := range keys {
-		ents = append(ents, committedEntry{index: uint64(k + 1), data: encodeRequest(benchPut(uint64(k+1), k))})
-		if len(ents) == cap(ents) {
-			s.apply(ents)
-			ents = ents[:0]
-		}
-	}
+	const keys, spread = 1000000, 1000
+	s := loadBenchStore(b, keys)
 	data := make([][]byte, spread)
 	for i := range data {
 		data[i] = encodeRequest(benchPut(uint64(i+1), i*(keys/spread)+i))
 	}
-	index := uint64(keys)
-	ents = ents[:batch]
-	b.ReportAllocs()
-	for b.Loop() {
-		for i := range ents {
-			index++
-			ents[i] = committedEntry{index: index, data: data[index%spread]}
-		}
-		s.apply(ents)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+	benchApply(b, s, keys, data)
 }
 
 // BenchmarkSnapshotEncode captures and encodes the state of a store holding
 // 100 000 keys with 256 B values: what every --snapshot-count entries costs.
 func BenchmarkSnapshotEncode(b *testing.B) {
-	const keys, batch = 100000, 1000
-	s := newBenchStore()
-	ents := make([]committedEntry, 0, batch)
-	for k := range keys {
-		ents = append(ents, committedEntry{index: uint64(k + 1), data: encodeRequest(benchPut(uint64(k+1), k))})
-		if len(ents) == batch {
-			s.apply(ents)
-			ents = ents[:0]
-		}
-	}
-	if n := s.len(); n != keys {
-		b.Fatalf("store holds %d keys, want %d", n, keys)
-	}
+	s := loadBenchStore(b, 100000)
 	var size int64
 	b.ReportAllocs()
 	for b.Loop() {
