@@ -280,15 +280,14 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 	// A lone unconditional op (a plain PUT or DELETE) needs no look-up
 	// first: applying it tells whether its key existed.
 	lone := len(ops) == 1 && ops[0].Cond == condNone
-	for i, o := range ops {
-		if lone {
-			break
-		}
-		cur, ok := s.items.Get(kvItem{Key: o.Key})
-		res.Found[i] = ok
-		if !condHolds(o, cur, ok) {
-			res.Failed = i
-			return res
+	if !lone {
+		for i, o := range ops {
+			cur, ok := s.items.Get(kvItem{Key: o.Key})
+			res.Found[i] = ok
+			if !condHolds(o, cur, ok) {
+				res.Failed = i
+				return res
+			}
 		}
 	}
 	var evs []event

@@ -888,7 +888,7 @@ func (rc *raftNode) shutdown() {
 	}
 	cancel()
 	rc.node.Stop()
-	rc.wg.Wait() // proposer, WAL writer, applier, peer server, purgers, background snapshot
+	rc.wg.Wait() // proposer, reader, WAL writer, applier, campaigner, peer server, purgers, background snapshot
 	rc.leader.stop()
 	if err := rc.wal.Close(); err != nil {
 		rc.errOnce.Do(func() { rc.err = fmt.Errorf("close WAL: %w", err) })
