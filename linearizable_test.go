@@ -25,17 +25,29 @@ import (
 // partition cuts member m off from every other member, both directions,
 // and returns a function that heals the cut.
 func partition(c *testCluster, m *member) (heal func()) {
+	var others []*member
 	for _, o := range c.members {
 		if o != m {
-			m.rc.transport.CutPeer(types.ID(o.cfg.ID))
-			o.rc.transport.CutPeer(types.ID(m.cfg.ID))
+			others = append(others, o)
+		}
+	}
+	return cut([]*member{m}, others)
+}
+
+// cut drops every message between a member of a and a member of b, both
+// directions, and returns a function that heals the cut.
+func cut(a, b []*member) (heal func()) {
+	for _, x := range a {
+		for _, y := range b {
+			x.rc.transport.CutPeer(types.ID(y.cfg.ID))
+			y.rc.transport.CutPeer(types.ID(x.cfg.ID))
 		}
 	}
 	return func() {
-		for _, o := range c.members {
-			if o != m {
-				m.rc.transport.MendPeer(types.ID(o.cfg.ID))
-				o.rc.transport.MendPeer(types.ID(m.cfg.ID))
+		for _, x := range a {
+			for _, y := range b {
+				x.rc.transport.MendPeer(types.ID(y.cfg.ID))
+				y.rc.transport.MendPeer(types.ID(x.cfg.ID))
 			}
 		}
 	}
@@ -152,6 +164,70 @@ func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
 			t.Fatalf("linearizable GET on the healed member returned the stale value")
 		case r.code != http.StatusOK || string(r.body) != "new":
 			return fmt.Errorf("linearizable GET on the healed member: %s", r)
+		}
+		return nil
+	})
+}
+
+// A follower's linearizable reads are answered by its leader's ReadIndex
+// rounds (read.go). When that leader is cut off with the follower, and the
+// majority has elected another leader and taken a write, the follower's
+// reads must be refused, not answered from its stale state. Member 1 is
+// made leader and given a long election timeout, so it goes on believing
+// it leads, and keeps taking the follower's requests, well after the write;
+// its rounds time out long before the follower's, so the follower sees
+// each of them fail.
+func TestFollowerOfCutOffLeaderRefusesStaleReads(t *testing.T) {
+	c := newTestCluster(t, 5, func(cfg *raftConfig) {
+		if cfg.ID == 1 {
+			cfg.ElectionTicks = 300 // 3 s before it checks for a quorum
+			cfg.ReadTimeout = 300 * time.Millisecond
+		}
+	})
+	lead := c.waitLeader()
+	if lead != 1 {
+		c.members[lead-1].rc.node.TransferLeadership(t.Context(), lead, 1)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if l := c.waitLeader(); l != 1 {
+			return fmt.Errorf("leader is %d, want 1", l)
+		}
+		return nil
+	})
+	old, follower := c.members[0], c.members[1]
+	majority := c.members[2:]
+	expect(t, do(t, http.MethodPut, old.srv.URL+"/x", "old"), http.StatusNoContent, "PUT x=old")
+	expect(t, do(t, http.MethodGet, follower.srv.URL+"/x", ""), http.StatusOK, "GET x on the follower")
+
+	heal := cut([]*member{old, follower}, majority)
+	defer heal()
+	eventually(t, 5*time.Second, func() error {
+		l := majority[0].rc.leader.current()
+		if l == 0 || l == old.cfg.ID || l != majority[1].rc.leader.current() || l != majority[2].rc.leader.current() {
+			return fmt.Errorf("the majority has no leader of its own yet")
+		}
+		return nil
+	})
+	expect(t, do(t, http.MethodPut, majority[0].srv.URL+"/x", "new"), http.StatusNoContent, "PUT x=new")
+	if old.rc.leadTerm.Load() == 0 || follower.rc.leader.current() != old.cfg.ID {
+		t.Fatalf("member 1 no longer leads the follower; the test needs a longer election timeout")
+	}
+	r := do(t, http.MethodGet, follower.srv.URL+"/x", "")
+	if r.code != http.StatusServiceUnavailable && r.code != http.StatusGatewayTimeout {
+		t.Fatalf("linearizable GET on the follower of the cut-off leader: %s, want 503 or 504", r)
+	}
+
+	// Healed, the follower's reads go to the new leader's rounds.
+	heal()
+	eventually(t, 15*time.Second, func() error {
+		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, follower.srv.URL+"/x", nil)
+		switch {
+		case err != nil:
+			return err
+		case r.code == http.StatusOK && string(r.body) == "old":
+			t.Fatalf("linearizable GET on the healed follower returned the stale value")
+		case r.code != http.StatusOK || string(r.body) != "new":
+			return fmt.Errorf("linearizable GET on the healed follower: %s", r)
 		}
 		return nil
 	})

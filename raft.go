@@ -110,7 +110,8 @@ type raftNode struct {
 	appendC chan *raftpb.Message // MsgStorageAppend: Ready loop -> WAL writer
 	applyC  chan applyWork       // committed entries and snapshots -> applier
 
-	leading bool // raft state is leader; touched only by the Ready loop
+	leading bool   // raft state is leader; touched only by the Ready loop
+	term    uint64 // raft's term as of the newest Ready; Ready loop only
 
 	// Touched only by the applier goroutine (and startup, before it runs).
 	confState     *raftpb.ConfState
@@ -142,6 +143,7 @@ type raftNode struct {
 	memberAPI   atomic.Pointer[memberAPI] // serves forwarded membership requests
 	removedSelf atomic.Bool               // this member's removal is known
 	leaderStart atomic.Uint64             // first entry of this member's current leadership
+	leadTerm    atomic.Uint64             // the term this member leads in, or 0
 	reads       *readIndexer
 
 	stopc       chan struct{} // closed to stop
@@ -501,6 +503,9 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	for _, m := range rd.Messages {
 		switch m.GetTo() {
 		case raft.LocalAppendThread:
+			if m.Term != nil { // a new HardState
+				rc.term = m.GetTerm()
+			}
 			// Votes and append acknowledgements ride in its Responses:
 			// they leave only once the WAL holds what they promise.
 			select {
@@ -522,6 +527,11 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		}
 	}
 	rc.send(peers)
+	if rc.leading {
+		rc.leadTerm.Store(rc.term)
+	} else {
+		rc.leadTerm.Store(0)
+	}
 	return nil
 }
 
@@ -915,6 +925,9 @@ func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
 // The rafthttp.Raft interface: how the transport hands messages to raft.
 
 func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
+	if m.GetType() == raftpb.MsgReadIndex && rc.reads.answerFollower(m) {
+		return nil
+	}
 	return rc.node.Step(ctx, m)
 }
 func (rc *raftNode) IsIDRemoved(id uint64) bool  { return rc.members.isRemoved(id) }

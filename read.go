@@ -9,6 +9,7 @@ import (
 
 	"go.etcd.io/etcd/pkg/v3/idutil"
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 )
 
@@ -17,12 +18,20 @@ import (
 // has applied up to that index, its local state is at least as new as any
 // write acknowledged before the read began. Concurrent readers share one
 // round: while a round is in flight, new readers join the next one.
+//
+// A follower's round asks the leader with a MsgReadIndex. raft on the leader
+// would answer each one with a heartbeat broadcast of its own; instead the
+// leader's readIndexer takes them into its next round, like local readers,
+// and answers them all with that round's index. With reads on every member
+// that halves the heartbeats. It is as safe: the round starts after the
+// request arrived, so its index covers every write acknowledged before.
 
 // readBatch is one ReadIndex round and everyone waiting on it.
 type readBatch struct {
-	done  chan struct{} // closed when index/err are set
-	index uint64
-	err   error
+	done      chan struct{} // closed when index/err are set
+	index     uint64
+	err       error
+	followers []*raftpb.Message // their MsgReadIndex, answered with index
 }
 
 func newReadBatch() *readBatch { return &readBatch{done: make(chan struct{})} }
@@ -56,10 +65,7 @@ func (ri *readIndexer) readIndex(ctx context.Context) (uint64, error) {
 	ri.mu.Lock()
 	b := ri.next
 	ri.mu.Unlock()
-	select {
-	case ri.wanted <- struct{}{}:
-	default: // a round is already wanted
-	}
+	ri.want()
 	select {
 	case <-b.done:
 		return b.index, b.err
@@ -68,6 +74,49 @@ func (ri *readIndexer) readIndex(ctx context.Context) (uint64, error) {
 	case <-ri.rc.stopc:
 		return 0, errStopping
 	}
+}
+
+// want asks for a round after the one in flight, if any.
+func (ri *readIndexer) want() {
+	select {
+	case ri.wanted <- struct{}{}:
+	default: // a round is already wanted
+	}
+}
+
+// answerFollower takes a follower's MsgReadIndex into the next round and
+// reports true, if this member leads; otherwise raft should have it.
+func (ri *readIndexer) answerFollower(m *raftpb.Message) bool {
+	if ri.rc.leadTerm.Load() == 0 || len(m.GetEntries()) != 1 {
+		return false
+	}
+	ri.mu.Lock()
+	ri.next.followers = append(ri.next.followers, m)
+	ri.mu.Unlock()
+	ri.want()
+	return true
+}
+
+// answer sends a finished round's index to the followers in it. After a
+// failed round it sends nothing: raft drops requests when leadership moves
+// too, and a follower asks again.
+func (ri *readIndexer) answer(b *readBatch) {
+	term := ri.rc.leadTerm.Load()
+	if b.err != nil || term == 0 || len(b.followers) == 0 {
+		return
+	}
+	resps := make([]*raftpb.Message, len(b.followers))
+	for i, m := range b.followers {
+		resps[i] = &raftpb.Message{
+			Type:    raftpb.MsgReadIndexResp.Enum(),
+			From:    new(ri.rc.cfg.ID),
+			To:      new(m.GetFrom()),
+			Term:    new(term),
+			Index:   new(b.index),
+			Entries: m.GetEntries(),
+		}
+	}
+	ri.rc.transport.Send(resps)
 }
 
 // deliver hands read states from a Ready to the round waiting for them. It
@@ -98,6 +147,7 @@ func (ri *readIndexer) run() {
 		start := time.Now()
 		b.index, b.err = ri.round()
 		ri.rc.cfg.Metrics.readIndexDuration.Observe(time.Since(start).Seconds())
+		ri.answer(b)
 		close(b.done)
 	}
 }
