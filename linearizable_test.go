@@ -155,15 +155,22 @@ func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
 	// Healed, it answers linearizable reads again, with the new value.
 	heal()
 	healed = true
+	awaitHealedRead(t, old, "old", "new")
+}
+
+// awaitHealedRead waits until a linearizable GET of x on m answers want,
+// and fails at once if one answers stale.
+func awaitHealedRead(t *testing.T, m *member, stale, want string) {
+	t.Helper()
 	eventually(t, 15*time.Second, func() error {
-		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, old.srv.URL+"/x", nil)
+		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/x", nil)
 		switch {
 		case err != nil:
 			return err
-		case r.code == http.StatusOK && string(r.body) == "old":
-			t.Fatalf("linearizable GET on the healed member returned the stale value")
-		case r.code != http.StatusOK || string(r.body) != "new":
-			return fmt.Errorf("linearizable GET on the healed member: %s", r)
+		case r.code == http.StatusOK && string(r.body) == stale:
+			t.Fatalf("linearizable GET on healed member %d returned the stale value %q", m.cfg.ID, stale)
+		case r.code != http.StatusOK || string(r.body) != want:
+			return fmt.Errorf("linearizable GET on healed member %d: %s", m.cfg.ID, r)
 		}
 		return nil
 	})
@@ -219,18 +226,7 @@ func TestFollowerOfCutOffLeaderRefusesStaleReads(t *testing.T) {
 
 	// Healed, the follower's reads go to the new leader's rounds.
 	heal()
-	eventually(t, 15*time.Second, func() error {
-		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, follower.srv.URL+"/x", nil)
-		switch {
-		case err != nil:
-			return err
-		case r.code == http.StatusOK && string(r.body) == "old":
-			t.Fatalf("linearizable GET on the healed follower returned the stale value")
-		case r.code != http.StatusOK || string(r.body) != "new":
-			return fmt.Errorf("linearizable GET on the healed follower: %s", r)
-		}
-		return nil
-	})
+	awaitHealedRead(t, follower, "old", "new")
 }
 
 // ---- porcupine model ----
