@@ -32,7 +32,14 @@ type readBatch struct {
 	done      chan struct{} // closed when index/err are set
 	index     uint64
 	err       error
-	followers []*raftpb.Message // their MsgReadIndex, answered with index
+	followers []followerRead // answered with index
+}
+
+// followerRead is a follower's MsgReadIndex and the term this member led in
+// when it arrived.
+type followerRead struct {
+	m    *raftpb.Message
+	term uint64
 }
 
 func newReadBatch() *readBatch { return &readBatch{done: make(chan struct{})} }
@@ -88,38 +95,43 @@ func (ri *readIndexer) want() {
 // answerFollower takes a follower's MsgReadIndex into the next round and
 // reports true, if this member leads; otherwise raft should have it.
 func (ri *readIndexer) answerFollower(m *raftpb.Message) bool {
-	if ri.rc.leadTerm.Load() == 0 || len(m.GetEntries()) != 1 {
+	term := ri.rc.leadTerm.Load()
+	if term == 0 || len(m.GetEntries()) != 1 {
 		return false
 	}
 	ri.mu.Lock()
-	ri.next.followers = append(ri.next.followers, m)
+	ri.next.followers = append(ri.next.followers, followerRead{m, term})
 	ri.mu.Unlock()
 	ri.want()
 	return true
 }
 
-// answer sends a finished round's index to the followers in it, in the term
-// this member leads in now (an index it confirmed in an earlier term stays
-// valid; a follower ignores a term older than its own). After a failed
-// round, or once it no longer leads, it sends nothing: raft drops requests
-// when leadership moves too, and a follower asks again.
+// answer sends a finished round's index to the followers in it whose
+// requests arrived in the term this member still leads in. As raft does, it
+// drops the others, and everything after a failed round: a follower that
+// hears nothing asks again.
 func (ri *readIndexer) answer(b *readBatch) {
 	term := ri.rc.leadTerm.Load()
-	if b.err != nil || term == 0 || len(b.followers) == 0 {
+	if b.err != nil || term == 0 {
 		return
 	}
-	resps := make([]*raftpb.Message, len(b.followers))
-	for i, m := range b.followers {
-		resps[i] = &raftpb.Message{
+	var resps []*raftpb.Message
+	for _, f := range b.followers {
+		if f.term != term {
+			continue
+		}
+		resps = append(resps, &raftpb.Message{
 			Type:    raftpb.MsgReadIndexResp.Enum(),
 			From:    new(ri.rc.cfg.ID),
-			To:      new(m.GetFrom()),
+			To:      new(f.m.GetFrom()),
 			Term:    new(term),
 			Index:   new(b.index),
-			Entries: m.GetEntries(),
-		}
+			Entries: f.m.GetEntries(),
+		})
 	}
-	ri.rc.transport.Send(resps)
+	if len(resps) > 0 {
+		ri.rc.transport.Send(resps)
+	}
 }
 
 // deliver hands read states from a Ready to the round waiting for them. It
