@@ -477,12 +477,48 @@ func (rc *raftNode) persist(batch []*raftpb.Message) error {
 	if err := rc.saveAppends(batch[start:]); err != nil {
 		return err
 	}
+	var responses []*raftpb.Message
 	for _, m := range batch {
-		if err := rc.deliver(m.GetResponses()); err != nil {
-			return err
+		responses = append(responses, m.GetResponses()...)
+	}
+	return rc.deliver(coalesceAcks(responses))
+}
+
+// coalesceAcks drops each accepting MsgAppResp that a later one in msgs
+// implies: one to the same member, in the same term, for an index at least
+// as high. raft acknowledges every MsgApp it appends, so a batch saved with
+// one fsync holds an acknowledgement per MsgApp; the leader needs only the
+// last, and each one it steps may commit a little more and send every
+// follower a MsgApp of its own. Dropping them is safe as losing them in the
+// network is. The order of what remains is kept.
+func coalesceAcks(msgs []*raftpb.Message) []*raftpb.Message {
+	type target struct{ to, term uint64 }
+	highest := map[target]uint64{} // by later acknowledgements
+	keep := make([]bool, len(msgs))
+	n := 0
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m := msgs[i]
+		keep[i] = true
+		if m.GetType() == raftpb.MsgAppResp && !m.GetReject() {
+			t := target{m.GetTo(), m.GetTerm()}
+			if h, ok := highest[t]; ok && h >= m.GetIndex() {
+				keep[i] = false
+				continue
+			}
+			highest[t] = m.GetIndex()
+		}
+		n++
+	}
+	if n == len(msgs) {
+		return msgs
+	}
+	kept := make([]*raftpb.Message, 0, n)
+	for i, m := range msgs {
+		if keep[i] {
+			kept = append(kept, m)
 		}
 	}
-	return nil
+	return kept
 }
 
 // saveAppends writes the entries and newest HardState of msgs to the WAL
