@@ -459,18 +459,28 @@ func TestBadEntriesAreSkipped(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	m := c.members[0]
 	bad := [][]byte{{0xff}, {codecVersion, 9, 1, 1, 'k'}, putEntry("x", []byte("y"))[:4]}
+	refused := make(chan error, len(bad))
 	for _, data := range bad {
-		if err := submit(t.Context(), m.proposeC, proposal{data: data}, m.kvs.stopped); err != nil {
-			t.Fatal(err)
-		}
+		m.proposeC <- proposal{ctx: t.Context(), data: data, refused: refused}
 	}
 	addType := raftpb.ConfChangeAddNode
-	cc := &raftpb.ConfChange{Type: &addType, NodeId: proto.Uint64(7), Context: []byte("::not a url")}
-	if err := submit(t.Context(), m.confChangeC, proposal{confChange: cc}, m.rc.stopc); err != nil {
+	cc := &raftpb.ConfChange{Type: &addType, NodeId: proto.Uint64(7), Context: []byte("::not a url"), Id: proto.Uint64(7777)}
+	x, err := proposeAndWait(t.Context(), m.confChangeC, proposal{confChange: cc}, m.rc.confWaits, 7777, m.rc.leader, m.rc.stopc)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if r, _ := x.(confApplied); r.err == nil {
+		t.Fatalf("the membership change with a bad URL was applied at %d", r.index)
+	}
+	// proposeC is served in order: once this write is applied, raft has
+	// answered for every bad entry before it.
 	if err := m.kvs.Put(t.Context(), "good", []byte("yes")); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		t.Fatalf("raft refused a bad entry: %v", err)
+	default:
 	}
 	for _, o := range c.members {
 		eventually(t, 5*time.Second, func() error {

@@ -31,19 +31,20 @@ var (
 )
 
 // proposal asks raftNode to append data (or a membership change) to the raft
-// log. raftNode replies on result once raft has accepted or refused it;
-// acceptance is not commitment: the proposer then waits for the entry to be
-// applied.
+// log. If raft refuses it, raftNode says so on refused. Acceptance is not
+// reported, since it is not commitment: the proposer waits for the entry to
+// be applied, and hears of a refusal while it waits. (Reporting acceptance
+// too would wake every writer once more for nothing.)
 type proposal struct {
 	ctx        context.Context
 	data       []byte
 	confChange *raftpb.ConfChange
-	result     chan<- error // buffered; nil for fire-and-forget proposals
+	refused    chan<- error // buffered; nil when nobody waits
 }
 
 func (p proposal) reply(err error) {
-	if p.result != nil {
-		p.result <- err
+	if err != nil && p.refused != nil {
+		p.refused <- err
 	}
 }
 
@@ -60,28 +61,6 @@ func proposeErr(err error) error {
 		return errTimeout
 	default:
 		return fmt.Errorf("propose: %w", err)
-	}
-}
-
-// submit sends p on proposeC and waits for raft's verdict. It gives up when
-// ctx ends or the member stops.
-func submit(ctx context.Context, proposeC chan<- proposal, p proposal, stopped <-chan struct{}) error {
-	result := make(chan error, 1)
-	p.ctx, p.result = ctx, result
-	select {
-	case proposeC <- p:
-	case <-ctx.Done():
-		return ctxErr(ctx)
-	case <-stopped:
-		return errStopping
-	}
-	select {
-	case err := <-result:
-		return proposeErr(err)
-	case <-ctx.Done():
-		return ctxErr(ctx)
-	case <-stopped:
-		return errStoppingMid // raft may be taking it as we leave
 	}
 }
 
@@ -122,28 +101,35 @@ func leaderKnown(ctx context.Context, leader *leaderWatch) error {
 	}
 }
 
-// proposeAndWait submits p under request ID id and waits until the applier
-// triggers id in waits; on any failure it withdraws the registration.
+// proposeAndWait hands p to raftNode under request ID id and waits until
+// the applier triggers id in waits; on any failure it withdraws the
+// registration. It gives up when ctx ends or the member stops.
 func proposeAndWait(ctx context.Context, proposeC chan<- proposal, p proposal, waits wait.Wait, id uint64,
 	leader *leaderWatch, stopped <-chan struct{}) (any, error) {
 	ch := waits.Register(id)
-	if err := submit(ctx, proposeC, p, stopped); err != nil {
-		waits.Trigger(id, nil)
-		return nil, err
+	refused := make(chan error, 1)
+	p.ctx, p.refused = ctx, refused
+	var err error
+	select {
+	case proposeC <- p:
+		var x any
+		if x, err = await(ctx, ch, refused, leader, stopped); err == nil {
+			return x, nil
+		}
+	case <-ctx.Done():
+		err = ctxErr(ctx)
+	case <-stopped:
+		err = errStopping // never handed over
 	}
-	x, err := await(ctx, ch, leader, stopped)
-	if err != nil {
-		waits.Trigger(id, nil)
-		return nil, err
-	}
-	return x, nil
+	waits.Trigger(id, nil)
+	return nil, err
 }
 
-// await waits for the applier to trigger ch. It returns early when the
-// member has had no leader for an election timeout while the request waited,
-// so clients of a cluster without quorum hear about it quickly rather than
-// at the request timeout.
-func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-chan struct{}) (any, error) {
+// await waits for the applier to trigger ch, or for raft to refuse the
+// proposal. It returns early when the member has had no leader for an
+// election timeout while the request waited, so clients of a cluster
+// without quorum hear about it quickly rather than at the request timeout.
+func await(ctx context.Context, ch <-chan any, refused <-chan error, leader *leaderWatch, stopped <-chan struct{}) (any, error) {
 	start := time.Now()
 	for {
 		lost := leader.lost()
@@ -159,10 +145,12 @@ func await(ctx context.Context, ch <-chan any, leader *leaderWatch, stopped <-ch
 		select {
 		case x := <-ch:
 			return x, nil
+		case err := <-refused:
+			return nil, proposeErr(err)
 		case <-ctx.Done():
 			return nil, ctxErr(ctx)
 		case <-stopped:
-			return nil, errStoppingMid
+			return nil, errStoppingMid // raft may have taken it
 		case <-recheck:
 		case <-lost:
 			if leader.current() == raft.None {
