@@ -489,8 +489,9 @@ func (rc *raftNode) persist(batch []*raftpb.Message) error {
 // as high. raft acknowledges every MsgApp it appends, so a batch saved with
 // one fsync holds an acknowledgement per MsgApp; the leader needs only the
 // last, and each one it steps may commit a little more and send every
-// follower a MsgApp of its own. Dropping them is safe as losing them in the
-// network is. The order of what remains is kept.
+// follower a MsgApp of its own. Dropping them loses nothing: the later one
+// says more, and raft copes with acknowledgements lost in the network
+// anyway. The order of what remains is kept.
 func coalesceAcks(msgs []*raftpb.Message) []*raftpb.Message {
 	type target struct{ to, term uint64 }
 	highest := map[target]uint64{} // by later acknowledgements
