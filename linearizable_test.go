@@ -191,12 +191,9 @@ func TestFollowerOfCutOffLeaderRefusesStaleReads(t *testing.T) {
 			cfg.ReadTimeout = 300 * time.Millisecond
 		}
 	})
-	lead := c.waitLeader()
-	if lead != 1 {
-		c.members[lead-1].rc.node.TransferLeadership(t.Context(), lead, 1)
-	}
 	eventually(t, 10*time.Second, func() error {
 		if l := c.waitLeader(); l != 1 {
+			c.members[l-1].rc.node.TransferLeadership(t.Context(), l, 1)
 			return fmt.Errorf("leader is %d, want 1", l)
 		}
 		return nil
