@@ -179,7 +179,7 @@ func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 		if isDecimal(key) {
 			h.removeMember(ctx, w, key)
 		} else {
-			h.delete(ctx, w, key)
+			h.delete(ctx, w, r, key)
 		}
 	default:
 		w.Header().Set("Allow", "GET, PUT, POST, DELETE")
@@ -197,11 +197,28 @@ func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		h.fail(w, err)
 		return
 	}
-	if _, err := h.store.Txn(ctx, []op{{Kind: opPut, Key: key, Value: v}}); err != nil {
+	h.writeRoot(ctx, w, r, op{Kind: opPut, Key: key, Value: v})
+}
+
+// writeRoot applies a root-path PUT or DELETE, honouring If-Match and
+// If-None-Match as /v1 does: a condition a client sends is never ignored.
+func (h *httpKVAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *http.Request, o op) {
+	var err error
+	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
 		h.fail(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	res, err := h.store.Txn(ctx, []op{o})
+	switch {
+	case err != nil:
+		h.fail(w, err)
+	case res.Failed == 0:
+		h.fail(w, fmt.Errorf("%w: key %q does not match %s", errCondition, o.Key, describeCond(o)))
+	case o.Kind == opDelete && !res.Found[0]:
+		http.Error(w, "key not found", http.StatusNotFound)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
@@ -237,20 +254,12 @@ func parseConsistency(r *http.Request) (serializable bool, err error) {
 	}
 }
 
-func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, key string) {
+func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
 	if key == "" {
 		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
 		return
 	}
-	res, err := h.store.Txn(ctx, []op{{Kind: opDelete, Key: key}})
-	switch {
-	case err != nil:
-		h.fail(w, err)
-	case !res.Found[0]:
-		http.Error(w, "key not found", http.StatusNotFound)
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
+	h.writeRoot(ctx, w, r, op{Kind: opDelete, Key: key})
 }
 
 func (h *httpKVAPI) addMember(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
