@@ -324,6 +324,10 @@ func (h *httpKVAPI) statusCode(w http.ResponseWriter, err error) int {
 	return code
 }
 
+// statusClientClosed is recorded (in metrics) for a request whose client
+// went away before the answer; nginx's 499. It is no server error.
+const statusClientClosed = 499
+
 // statusFor maps request errors to HTTP status codes (SPEC §8).
 func statusFor(err error) int {
 	switch {
@@ -343,6 +347,8 @@ func statusFor(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, errTimeout):
 		return http.StatusGatewayTimeout
+	case errors.Is(err, errCanceled):
+		return statusClientClosed
 	default:
 		return http.StatusInternalServerError
 	}

@@ -25,6 +25,8 @@ var (
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
 	errTimeout       = errors.New("request timed out (a write may still apply)")
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
+	// errCanceled: the client went away before its answer; nobody reads it.
+	errCanceled = errors.New("request canceled by the client")
 	// errStoppingMid: the member stopped after raft may have taken the
 	// proposal, which the rest of the cluster may then commit.
 	errStoppingMid = fmt.Errorf("%w; the write may still apply", errStopping)
@@ -59,6 +61,8 @@ func proposeErr(err error) error {
 		return errStopping
 	case errors.Is(err, context.DeadlineExceeded):
 		return errTimeout
+	case errors.Is(err, context.Canceled):
+		return errCanceled
 	default:
 		return fmt.Errorf("propose: %w", err)
 	}
@@ -171,6 +175,8 @@ func failureReason(err error) string {
 		return "timeout"
 	case errors.Is(err, errStopping):
 		return "stopping"
+	case errors.Is(err, errCanceled):
+		return "canceled"
 	default:
 		return "other"
 	}
@@ -180,7 +186,7 @@ func ctxErr(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return errTimeout
 	}
-	return errStopping // the client went away; nobody reads the answer
+	return errCanceled
 }
 
 // leaderWatch tracks whether this member knows a leader. lost() returns a
