@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/raft/v3"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -204,8 +204,10 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	srv.RegisterOnShutdown(api.closeStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("serving", zap.Uint64("id", cfg.raft.ID), zap.Int("port", cfg.port),
-		zap.String("peer-url", cfg.raft.Peers[cfg.raft.ID-1]))
+	readyCtx, stopReady := context.WithCancel(ctx)
+	readyDone := make(chan struct{})
+	go func() { defer close(readyDone); announceReady(readyCtx, rc, members, cfg, scheme, logger) }()
+	defer func() { stopReady(); <-readyDone }()
 
 	var runErr error
 	select {
@@ -228,15 +230,23 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	return runErr
 }
 
-func newLogger(level string, w io.Writer) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+// announceReady logs the line that ends start-up, once the member serves
+// clients and knows a leader.
+func announceReady(ctx context.Context, rc *raftNode, members *memberAPI, cfg config, scheme string, logger *zap.Logger) {
+	for {
+		changed := rc.leader.changed()
+		if lead := rc.leader.current(); lead != raft.None {
+			logger.Info("ready", zap.Uint64("id", cfg.raft.ID), zap.Int("members", len(members.Members())),
+				zap.Uint64("leader", lead), zap.String("client-url", fmt.Sprintf("%s://127.0.0.1:%d", scheme, cfg.port)),
+				zap.String("peer-url", cfg.raft.Peers[cfg.raft.ID-1]))
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), lvl)
-	return zap.New(core, zap.AddCaller()), nil
 }
 
 func printVersion(w io.Writer) {

@@ -255,7 +255,7 @@ func (rc *raftNode) startRaft() error {
 		StepDownOnRemoval:         true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
 		AsyncStorageWrites:        true,
-		Logger:                    raftLogger{rc.logger.Named("raft").Sugar()},
+		Logger:                    raftLogger{libLogger(rc.logger).Named("raft").Sugar()},
 	}
 	switch {
 	case restart, rc.cfg.Join:
@@ -279,12 +279,12 @@ func (rc *raftNode) startRaft() error {
 
 func (rc *raftNode) startTransport() error {
 	rc.transport = &rafthttp.Transport{
-		Logger:      rc.logger,
+		Logger:      libLogger(rc.logger).Named("rafthttp"),
 		ID:          types.ID(rc.cfg.ID),
 		ClusterID:   0x1000,
 		Raft:        rc,
 		ServerStats: stats.NewServerStats("", ""),
-		LeaderStats: stats.NewLeaderStats(rc.logger, strconv.FormatUint(rc.cfg.ID, 10)),
+		LeaderStats: stats.NewLeaderStats(libLogger(rc.logger), strconv.FormatUint(rc.cfg.ID, 10)),
 		ErrorC:      make(chan error, 1),
 		TLSInfo:     rc.cfg.PeerTLS,
 		Snapshotter: rc.snapshotter, // saves snapshots sent to us as .snap.db files
@@ -491,6 +491,7 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		rc.leading = rd.SoftState.RaftState == raft.StateLeader
 		if rc.leader.set(rd.SoftState.Lead) {
 			rc.cfg.Metrics.leaderChanged(rc.cfg.ID, rd.SoftState.Lead)
+			defer rc.logLeader(rd.SoftState.Lead) // once rc.term is this Ready's
 		}
 	}
 	if n := len(rd.Entries); becameLeader && n > 0 {
@@ -533,6 +534,15 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 		rc.leadTerm.Store(0)
 	}
 	return nil
+}
+
+// logLeader logs a change of leader; raft's own election lines are debug.
+func (rc *raftNode) logLeader(lead uint64) {
+	if lead == raft.None {
+		rc.logger.Info("no leader: an election is under way", zap.Uint64("term", rc.term))
+		return
+	}
+	rc.logger.Info("leader elected", zap.Uint64("leader", lead), zap.Uint64("term", rc.term))
 }
 
 // deliver hands the responses of a finished storage write to their

@@ -52,7 +52,7 @@ func (rc *raftNode) markRemoved() error {
 // openStorage loads the newest usable snapshot and the WAL after it into
 // raft's MemoryStorage. It reports whether there was state to restart from.
 func (rc *raftNode) openStorage() (restart bool, err error) {
-	lg := rc.logger
+	lg := libLogger(rc.logger)
 	if err := os.MkdirAll(rc.cfg.DataDir, 0o755); err != nil {
 		return false, fmt.Errorf("create data dir %s: %w", rc.cfg.DataDir, err)
 	}
@@ -102,7 +102,7 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	// A WAL created by a start that died before writing anything holds no
 	// state at all; bootstrap again rather than restart into an empty cluster.
 	empty := snapshot == nil && len(ents) == 0 && raft.IsEmptyHardState(st)
-	lg.Info("loaded data", zap.String("wal", rc.waldir), zap.Uint64("snapshot-index", snapshot.GetMetadata().GetIndex()),
+	rc.logger.Info("loaded data", zap.String("wal", rc.waldir), zap.Uint64("snapshot-index", snapshot.GetMetadata().GetIndex()),
 		zap.Uint64("commit", rc.bootCommit), zap.Int("wal-entries", len(ents)))
 	return !empty, nil
 }
@@ -194,7 +194,7 @@ func (rc *raftNode) loadNewest(s *raftpb.Snapshot) (*loadedSnapshot, *raftpb.Har
 // snapshotter; a missing or damaged state file also makes it try an older
 // snapshot.
 func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
-	walSnaps, err := wal.ValidSnapshotEntries(rc.logger, rc.waldir)
+	walSnaps, err := wal.ValidSnapshotEntries(libLogger(rc.logger), rc.waldir)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots in WAL %s: %w", rc.waldir, err)
 	}
@@ -357,7 +357,7 @@ func (rc *raftNode) openWAL(snapshot *raftpb.Snapshot) (*raftpb.HardState, []*ra
 	}
 	repaired := false
 	for {
-		w, err := wal.Open(rc.logger, rc.waldir, walsnap)
+		w, err := wal.Open(libLogger(rc.logger), rc.waldir, walsnap)
 		if err != nil {
 			return nil, nil, fmt.Errorf("open WAL %s: %w", rc.waldir, err)
 		}
@@ -370,7 +370,7 @@ func (rc *raftNode) openWAL(snapshot *raftpb.Snapshot) (*raftpb.HardState, []*ra
 		if repaired || !errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, nil, fmt.Errorf("read WAL %s: %w", rc.waldir, err)
 		}
-		if !wal.Repair(rc.logger, rc.waldir) {
+		if !wal.Repair(libLogger(rc.logger), rc.waldir) {
 			return nil, nil, fmt.Errorf("repair torn WAL %s: %w", rc.waldir, err)
 		}
 		rc.logger.Warn("repaired torn WAL tail", zap.String("wal", rc.waldir))
@@ -411,7 +411,7 @@ func (rc *raftNode) startPurging() {
 		if max == 0 {
 			return
 		}
-		donec, errc := fileutil.PurgeFileWithDoneNotify(rc.logger, dir, suffix, max, rc.cfg.PurgeInterval, rc.stopc)
+		donec, errc := fileutil.PurgeFileWithDoneNotify(libLogger(rc.logger), dir, suffix, max, rc.cfg.PurgeInterval, rc.stopc)
 		rc.wg.Add(1)
 		go func() {
 			defer rc.wg.Done()
