@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -52,7 +55,7 @@ func (s *statusReporter) Status() memberStatus {
 		SnapshotIndex: snap.GetMetadata().GetIndex(),
 		Members:       s.members.Members(),
 		Keys:          s.kvs.len(),
-		WALBytes:      dirSize(s.rc.waldir),
+		WALBytes:      walBytes(s.rc.waldir),
 		SnapshotBytes: dirSize(s.rc.snapdir),
 		Version:       version,
 		UptimeSeconds: time.Since(s.started).Seconds(),
@@ -74,6 +77,74 @@ func (s *statusReporter) Health(ctx context.Context, serializable bool) error {
 		return fmt.Errorf("read index: %w", err)
 	}
 	return nil
+}
+
+// walBytes is how much the WAL in dir holds: the size of every segment
+// but the newest, plus the written part of the newest. (Segments are
+// preallocated, so a new one is 64 MB of zeros from the start, and the next
+// one waits as a .tmp file: their sizes say nothing of what was written.)
+func walBytes(dir string) int64 {
+	segs, err := filepath.Glob(filepath.Join(dir, "*.wal"))
+	if err != nil || len(segs) == 0 {
+		return 0
+	}
+	slices.Sort(segs) // names begin with the sequence number in hex
+	var total int64
+	for i, seg := range segs {
+		fi, err := os.Stat(seg)
+		if err != nil {
+			continue
+		}
+		size := fi.Size()
+		if i == len(segs)-1 {
+			if off, ok := writeOffset(seg); ok {
+				size = off
+			}
+		}
+		total += size
+	}
+	return total
+}
+
+// writeOffset returns the file offset at which this process writes path,
+// read from Linux's /proc/self/fdinfo: the WAL writes its newest segment
+// sequentially through one descriptor. It reports false where /proc is
+// unavailable or nothing here has path open.
+func writeOffset(path string) (int64, bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return 0, false
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, false
+	}
+	var off int64
+	found := false
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err != nil || link != abs {
+			continue
+		}
+		if pos, ok := fdPosition(fd.Name()); ok {
+			off, found = max(off, pos), true
+		}
+	}
+	return off, found
+}
+
+// fdPosition reads the "pos:" line of /proc/self/fdinfo/<fd>.
+func fdPosition(fd string) (int64, bool) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + fd)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "pos:"); ok {
+			pos, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return pos, err == nil
+		}
+	}
+	return 0, false
 }
 
 // dirSize adds up the sizes of the files in dir (0 if unreadable).
