@@ -54,6 +54,10 @@ type httpKVAPI struct {
 	logger          *zap.Logger
 	closing         chan struct{} // closed on shutdown to end watch streams
 	closeOnce       sync.Once
+
+	// requireClientCert answers 403 to clients without a verified
+	// certificate, on every route but /health.
+	requireClientCert bool
 }
 
 func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpConfig) *httpKVAPI {
@@ -69,6 +73,8 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 		heartbeat:       cfg.WatchHeartbeat,
 		logger:          cfg.Logger,
 		closing:         make(chan struct{}),
+
+		requireClientCert: cfg.RequireClientCert,
 	}
 }
 
@@ -80,6 +86,10 @@ type httpConfig struct {
 	WatchHeartbeat  time.Duration // comment lines keeping idle watch streams open
 	Logger          *zap.Logger
 	Metrics         *metrics
+
+	// RequireClientCert: --client-cert-auth. The listener verifies any
+	// certificate given; the handler refuses requests without one.
+	RequireClientCert bool
 }
 
 // closeStreams ends long-lived responses (watches) so a graceful shutdown
@@ -88,10 +98,25 @@ func (h *httpKVAPI) closeStreams() { h.closeOnce.Do(func() { close(h.closing) })
 
 func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route, serve := h.route(r)
+	if h.requireClientCert && route != "health" && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		route, serve = "refused", h.certificateRequired
+	}
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	start := time.Now()
 	serve(rec, r)
 	h.metrics.observe(route, rec.code, time.Since(start))
+}
+
+// certificateRequired refuses a client without a certificate when
+// --client-cert-auth is on. The TLS handshake lets such a client in (it
+// verifies any certificate given) so that /health can answer probes.
+func (h *httpKVAPI) certificateRequired(w http.ResponseWriter, r *http.Request) {
+	err := errors.New("forbidden: this member requires a client certificate signed by its --trusted-ca-file (--client-cert-auth)")
+	if strings.HasPrefix(r.URL.Path, "/v1") {
+		writeJSON(w, http.StatusForbidden, jsonError{Error: err.Error(), Code: http.StatusForbidden})
+		return
+	}
+	http.Error(w, err.Error(), http.StatusForbidden)
 }
 
 // route picks the handler for r, and names the route for metrics.
