@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -53,42 +52,22 @@ func newHTTPServer(h http.Handler, lim connLimits, longLived func(*http.Request)
 	}
 }
 
-// boundBodyReads makes the server's ReadTimeout cover only the reading of a
-// request, not the wait for its answer. net/http keeps the connection's read
-// deadline for its background read once a body is consumed, and when that
-// deadline passes it cancels the request's context: a write waiting for its
-// commit, or a watch, would be cut at ReadTimeout. So the deadline is
-// cleared once the body has been read to its end, at once for requests
-// without a body, and for longLived requests before anything is read.
+// boundBodyReads exempts longLived requests from the server's ReadTimeout
+// by clearing the connection's read deadline before anything reads their
+// body. Other requests need nothing: net/http clears the read deadline
+// itself once a body has been read to its end (connReader's background
+// read), so ReadTimeout bounds reading a request, not waiting for its
+// commit or a watch (TestLongRequestsOutliveReadTimeout keeps it so).
 func boundBodyReads(h http.Handler, enabled bool, longLived func(*http.Request) bool) http.Handler {
-	if !enabled {
+	if !enabled || longLived == nil {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		unbound := func() { rc.SetReadDeadline(time.Time{}) }
-		if r.Body == nil || r.Body == http.NoBody || (longLived != nil && longLived(r)) {
-			unbound()
-		} else {
-			r.Body = &atEOF{ReadCloser: r.Body, do: unbound}
+		if longLived(r) {
+			http.NewResponseController(w).SetReadDeadline(time.Time{})
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// atEOF calls do once when the body has been read to its end.
-type atEOF struct {
-	io.ReadCloser
-	do   func()
-	once sync.Once
-}
-
-func (b *atEOF) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.once.Do(b.do)
-	}
-	return n, err
 }
 
 // listenClients listens for the client API on addr: TCP keep-alives, accept

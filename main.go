@@ -56,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "longest a request waits for commit")
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", 1536*1024, "largest request body accepted")
 	fs.IntVar(&c.watchHistory, "watch-history", 10000, "recent changes kept for watchers to resume from")
+	fs.DurationVar(&c.raft.PurgeInterval, "purge-interval", 30*time.Second, "how often WAL and snapshot files beyond --max-wals/--max-snapshots are removed (a failed purge is retried as often)")
 	fs.IntVar(&c.maxConnections, "max-connections", 4096, "open connections per listener (client, peer); more wait until one closes")
 	fs.DurationVar(&c.raft.Tick, "tick", 100*time.Millisecond, "raft tick interval")
 	fs.IntVar(&c.raft.ElectionTicks, "election-ticks", 10, "ticks without a leader before an election")
@@ -77,7 +78,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	c.raft.Peers = strings.Split(c.cluster, ",")
-	c.raft.PurgeInterval = 30 * time.Second
 	c.raft.SnapshotLogRatio = 0.1
 	c.raft.ReadTimeout = c.requestTimeout
 	c.client, c.raft.Peer = connTimeouts(c.maxConnections, c.requestTimeout)
@@ -100,6 +100,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--watch-history must not be negative")
 	case c.raft.SnapshotCount == 0:
 		return c, errors.New("--snapshot-count must be positive")
+	case c.raft.PurgeInterval <= 0:
+		return c, errors.New("--purge-interval must be positive")
 	case c.maxConnections <= 0:
 		return c, errors.New("--max-connections must be positive")
 	}
