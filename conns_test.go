@@ -451,3 +451,26 @@ func TestPeerSnapshotOutlivesReadTimeout(t *testing.T) {
 		return nil
 	})
 }
+
+// --max-connections and --purge-interval must be positive; by default every
+// connection bound is set on both listeners.
+func TestConnectionFlags(t *testing.T) {
+	for _, args := range [][]string{{"--max-connections", "0"}, {"--max-connections", "-1"}, {"--purge-interval", "0s"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	c, err := parseFlags([]string{"--max-connections", "1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, lim := range map[string]connLimits{"client": c.client, "peer": c.raft.Peer} {
+		if lim.MaxConnections != 1 || lim.ReadHeaderTimeout <= 0 || lim.ReadTimeout <= 0 || lim.IdleTimeout <= 0 {
+			t.Errorf("%s limits %+v", name, lim)
+		}
+	}
+	if c.client.WriteTimeout <= c.client.ReadTimeout+c.requestTimeout || c.raft.Peer.WriteTimeout != 0 {
+		t.Errorf("write timeouts: client %v (must exceed ReadTimeout + --request-timeout), peer %v (must be none)",
+			c.client.WriteTimeout, c.raft.Peer.WriteTimeout)
+	}
+}

@@ -1054,6 +1054,9 @@ func TestProcessOutOfFileDescriptors(t *testing.T) {
 	p := newProc(t, "member", dir, filepath.Join(dir, "member.log"), argv...)
 	p.start()
 	waitWritable(t, base)
+	if !strings.Contains(p.output(), "the open-file limit is below what --max-connections needs") {
+		t.Error("no warning at start that 300 descriptors cannot hold --max-connections 4096")
+	}
 	addr := strings.TrimPrefix(base, "http://")
 	writer := dialKeepAlive(t, addr) // opened while descriptors are free
 	put := func(i int) {
