@@ -320,23 +320,46 @@ func TestWatchersThatNeverReadAreFreed(t *testing.T) {
 // waits, unanswered, until one of them closes; then it is served.
 func TestConnectionCapAtTheBound(t *testing.T) {
 	const max = 5
-	m, addr := startLimitedMember(t, connLimits{MaxConnections: max}, 0)
+	t.Run("client", func(t *testing.T) {
+		m, addr := startLimitedMember(t, connLimits{MaxConnections: max}, 0)
+		checkCap(t, addr, max, "/health", http.MethodPut, "/over", func() int { return openConns(m.cfg.Metrics, "client") })
+	})
+	t.Run("peer", func(t *testing.T) {
+		c := newTestCluster(t, 1, func(cfg *raftConfig) { cfg.Peer = connLimits{MaxConnections: max} })
+		m := c.members[0]
+		checkCap(t, strings.TrimPrefix(c.peers[0], "http://"), max, "/raft/probing", http.MethodGet, "/raft/probing",
+			func() int { return openConns(m.cfg.Metrics, "peer") })
+		if code, _ := httpDo(t, http.MethodPut, m.srv.URL+"/after", "v"); code != http.StatusNoContent {
+			t.Fatalf("PUT after the peer port was full: %d", code)
+		}
+	})
+}
+
+// checkCap fills addr's max connections (each answers GET probe), shows
+// that one more is not answered while they are open, and that it is once
+// one closes; overMethod overPath is the request it waits with.
+func checkCap(t *testing.T, addr string, max int, probe, overMethod, overPath string, open func() int) {
+	t.Helper()
 	var conns []*keepAliveConn
 	for i := range max {
 		c := dialKeepAlive(t, addr)
-		if code, _, err := c.do(http.MethodGet, "/health", "", 5*time.Second); err != nil || code != http.StatusOK {
+		if code, _, err := c.do(http.MethodGet, probe, "", 5*time.Second); err != nil || code != http.StatusOK {
 			t.Fatalf("connection %d of %d: %d %v", i+1, max, code, err)
 		}
 		conns = append(conns, c)
 	}
-	if got := openConns(m.cfg.Metrics, "client"); got != max {
+	if got := open(); got != max {
 		t.Fatalf("open_connections = %d, want %d", got, max)
 	}
 	extra := dialKeepAlive(t, addr) // the kernel completes the handshake; the member does not accept it
 	answered := make(chan error, 1)
 	go func() {
-		code, _, err := extra.do(http.MethodPut, "/over", "v", 10*time.Second)
-		if err == nil && code != http.StatusNoContent {
+		body := ""
+		if overMethod == http.MethodPut {
+			body = "v"
+		}
+		code, _, err := extra.do(overMethod, overPath, body, 10*time.Second)
+		if err == nil && code/100 != 2 {
 			err = fmt.Errorf("status %d", code)
 		}
 		answered <- err
@@ -347,14 +370,14 @@ func TestConnectionCapAtTheBound(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 	// The member still serves the connections it holds.
-	if code, _, err := conns[1].do(http.MethodGet, "/health", "", 5*time.Second); err != nil || code != http.StatusOK {
+	if code, _, err := conns[1].do(http.MethodGet, probe, "", 5*time.Second); err != nil || code != http.StatusOK {
 		t.Fatalf("held connection at the cap: %d %v", code, err)
 	}
 	conns[0].Close()
 	if err := <-answered; err != nil {
 		t.Fatalf("connection %d after one closed: %v", max+1, err)
 	}
-	if got := openConns(m.cfg.Metrics, "client"); got != max {
+	if got := open(); got != max {
 		t.Fatalf("open_connections = %d, want %d", got, max)
 	}
 }
