@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -495,5 +497,53 @@ func TestConnectionFlags(t *testing.T) {
 	if c.client.WriteTimeout <= c.client.ReadTimeout+c.requestTimeout || c.raft.Peer.WriteTimeout != 0 {
 		t.Errorf("write timeouts: client %v (must exceed ReadTimeout + --request-timeout), peer %v (must be none)",
 			c.client.WriteTimeout, c.raft.Peer.WriteTimeout)
+	}
+}
+
+// failingListener fails its first accepts as a process out of descriptors.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Accept errors are retried under TLS too: etcd's TLS listener stops for
+// good on the first error its inner listener returns, so the client port
+// would stay dead (without exiting) after a moment without descriptors.
+func TestAcceptErrorsRetriedUnderTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "ca")
+	cert := ca.issue(t, dir, "server")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &failingListener{Listener: tcp}
+	inner.fails.Store(3)
+	m := newMetrics()
+	ln, err := transport.NewTLSListener(guardListener(inner, "client", 10, m, zap.NewNop()), &transport.TLSInfo{CertFile: cert.certFile, KeyFile: cert.keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }),
+		connLimits{ReadHeaderTimeout: time.Second}, nil, zap.NewNop())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	resp, err := ca.httpsClient(t, nil).Get("https://" + tcp.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("after 3 failed accepts: %v", err)
+	}
+	resp.Body.Close()
+	var d dto.Metric
+	m.acceptErrors.WithLabelValues("client").Write(&d)
+	if got := d.GetCounter().GetValue(); got != 3 {
+		t.Fatalf("accept_errors_total = %v, want 3", got)
 	}
 }
