@@ -51,6 +51,7 @@ type httpKVAPI struct {
 	maxRequestBytes int64
 	retryAfter      string // seconds, for 503 answers
 	heartbeat       time.Duration
+	watchWrite      time.Duration
 	logger          *zap.Logger
 	closing         chan struct{} // closed on shutdown to end watch streams
 	closeOnce       sync.Once
@@ -71,6 +72,7 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 		maxRequestBytes: cfg.MaxRequestBytes,
 		retryAfter:      strconv.Itoa(max(secs, 1)),
 		heartbeat:       cfg.WatchHeartbeat,
+		watchWrite:      cfg.WatchWriteTimeout,
 		logger:          cfg.Logger,
 		closing:         make(chan struct{}),
 
@@ -84,8 +86,11 @@ type httpConfig struct {
 	MaxRequestBytes int64
 	RetryAfter      time.Duration // suggested wait after a 503
 	WatchHeartbeat  time.Duration // comment lines keeping idle watch streams open
-	Logger          *zap.Logger
-	Metrics         *metrics
+	// WatchWriteTimeout is how long a watcher may take to accept one event
+	// or heartbeat; one that does not read is closed (0: no bound).
+	WatchWriteTimeout time.Duration
+	Logger            *zap.Logger
+	Metrics           *metrics
 
 	// RequireClientCert: --client-cert-auth. The listener verifies any
 	// certificate given; the handler refuses requests without one.

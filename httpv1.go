@@ -331,7 +331,8 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	sse := sseWriter{w: w, flusher: flusher}
+	sse := sseWriter{w: w, flusher: flusher, rc: http.NewResponseController(w), timeout: h.watchWrite}
+	defer sse.finish()
 	sse.comment("watching")
 	for _, e := range backlog {
 		sse.event("", e.Rev, newJSONEvent(e))
@@ -366,15 +367,34 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sseWriter writes server-sent events; the first write error sticks.
+// sseWriter writes server-sent events; the first write error sticks. Each
+// event and heartbeat must reach the client within timeout (if set): a
+// watcher that stops reading fills its connection's buffers, and its write
+// then fails instead of holding the stream, its goroutine and its
+// connection for ever.
 type sseWriter struct {
 	w       http.ResponseWriter
 	flusher http.Flusher
+	rc      *http.ResponseController
+	timeout time.Duration
 	err     error
 }
 
+// deadline bounds the next write and its flush. The stream flushes after
+// every event, so the bound is per event.
+func (s *sseWriter) deadline() {
+	if s.timeout > 0 {
+		s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	}
+}
+
+// finish gives the end of the response (written by net/http after the
+// handler returns) a fresh deadline of its own.
+func (s *sseWriter) finish() { s.deadline() }
+
 func (s *sseWriter) comment(text string) {
 	if s.err == nil {
+		s.deadline()
 		_, s.err = fmt.Fprintf(s.w, ": %s\n\n", text)
 	}
 }
@@ -383,6 +403,7 @@ func (s *sseWriter) event(name string, rev uint64, v any) {
 	if s.err != nil {
 		return
 	}
+	s.deadline()
 	data, err := json.Marshal(v)
 	if err != nil {
 		s.err = err

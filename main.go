@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -33,6 +32,8 @@ type config struct {
 	requestTimeout  time.Duration
 	maxRequestBytes int64
 	watchHistory    int
+	maxConnections  int
+	client          connLimits // the client API's connections
 	clientTLS       transport.TLSInfo
 	gc              gcTuner
 	logLevel        string
@@ -55,6 +56,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "longest a request waits for commit")
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", 1536*1024, "largest request body accepted")
 	fs.IntVar(&c.watchHistory, "watch-history", 10000, "recent changes kept for watchers to resume from")
+	fs.DurationVar(&c.raft.PurgeInterval, "purge-interval", 30*time.Second, "how often WAL and snapshot files beyond --max-wals/--max-snapshots are removed (a failed purge is retried as often)")
+	fs.IntVar(&c.maxConnections, "max-connections", 4096, "open connections per listener (client, peer); more wait until one closes")
 	fs.DurationVar(&c.raft.Tick, "tick", 100*time.Millisecond, "raft tick interval")
 	fs.IntVar(&c.raft.ElectionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.IntVar(&c.raft.HeartbeatTicks, "heartbeat-ticks", 1, "ticks between leader heartbeats")
@@ -75,9 +78,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	c.raft.Peers = strings.Split(c.cluster, ",")
-	c.raft.PurgeInterval = 30 * time.Second
 	c.raft.SnapshotLogRatio = 0.1
 	c.raft.ReadTimeout = c.requestTimeout
+	c.client, c.raft.Peer = connTimeouts(c.maxConnections, c.requestTimeout)
 	switch {
 	case c.port < 0 || c.port > 65535:
 		return c, fmt.Errorf("--port %d is not a TCP port", c.port)
@@ -97,8 +100,32 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--watch-history must not be negative")
 	case c.raft.SnapshotCount == 0:
 		return c, errors.New("--snapshot-count must be positive")
+	case c.raft.PurgeInterval <= 0:
+		return c, errors.New("--purge-interval must be positive")
+	case c.maxConnections <= 0:
+		return c, errors.New("--max-connections must be positive")
 	}
 	return c, nil
+}
+
+// Connection timeouts of both listeners (README, "Connections"). A watch
+// stream gets watchWriteTimeout per event instead of WriteTimeout.
+const (
+	readHeaderTimeout = 10 * time.Second // a request's headers
+	readTimeout       = 30 * time.Second // a request's headers and body: 1.5 MiB at 50 KB/s
+	idleTimeout       = 60 * time.Second // a keep-alive connection between requests
+	watchWriteTimeout = 10 * time.Second // one watch event or heartbeat to be taken by the client
+)
+
+// connTimeouts returns the limits of the client and the peer listeners. A
+// client's answer may take reading its body, then --request-timeout, then
+// writing: WriteTimeout allows all three. The peer server has no
+// WriteTimeout: rafthttp's streams write for as long as they live.
+func connTimeouts(maxConns int, requestTimeout time.Duration) (client, peer connLimits) {
+	peer = connLimits{MaxConnections: maxConns, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout}
+	client = peer
+	client.WriteTimeout = readTimeout + requestTimeout + 30*time.Second
+	return client, peer
 }
 
 // tlsIncomplete reports TLS settings that cannot work.
@@ -162,11 +189,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // serve runs a member until ctx ends or the member stops by itself.
 func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
-	scheme := "http"
-	if !cfg.clientTLS.Empty() {
-		scheme = "https"
-	}
-	ln, err := transport.NewListener(fmt.Sprintf(":%d", cfg.port), scheme, &cfg.clientTLS)
+	warnLowFileLimit(logger, cfg.maxConnections)
+	ln, err := listenClients(fmt.Sprintf(":%d", cfg.port), &cfg.clientTLS, cfg.client.MaxConnections, cfg.raft.Metrics, logger)
 	if err != nil {
 		return fmt.Errorf("listen for clients: %w", err)
 	}
@@ -193,14 +217,20 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 
 	members := newMemberAPI(rc, confChangeC)
 	api := newHTTPKVAPI(kvs, members, newStatusReporter(rc, kvs, members), httpConfig{
-		RequestTimeout:  cfg.requestTimeout,
-		MaxRequestBytes: cfg.maxRequestBytes,
-		RetryAfter:      cfg.raft.electionTimeout(),
-		WatchHeartbeat:  10 * time.Second,
-		Logger:          logger,
-		Metrics:         cfg.raft.Metrics,
+		RequestTimeout:    cfg.requestTimeout,
+		MaxRequestBytes:   cfg.maxRequestBytes,
+		RetryAfter:        cfg.raft.electionTimeout(),
+		WatchHeartbeat:    10 * time.Second,
+		WatchWriteTimeout: watchWriteTimeout,
+		RequireClientCert: clientCertRequired(&cfg.clientTLS),
+		Logger:            logger,
+		Metrics:           cfg.raft.Metrics,
 	})
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(logger)}
+	srv := newHTTPServer(api, cfg.client, nil, logger)
+	scheme := "http"
+	if !cfg.clientTLS.Empty() {
+		scheme = "https"
+	}
 	srv.RegisterOnShutdown(api.closeStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -28,6 +28,8 @@ type metrics struct {
 	isLeader           prometheus.Gauge
 	httpRequests       *prometheus.CounterVec
 	httpDuration       *prometheus.HistogramVec
+	openConnections    *prometheus.GaugeVec
+	acceptErrors       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -59,10 +61,14 @@ func newMetrics() *metrics {
 			Help: "Client HTTP requests by route and status code."}, []string{"route", "code"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
 			Help: "Client HTTP request latency by route.", Buckets: fast}, []string{"route"}),
+		openConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "open_connections",
+			Help: "Connections open on a listener (client or peer), capped by --max-connections."}, []string{"listener"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "accept_errors_total",
+			Help: "Failed accepts on a listener (such as out of file descriptors); each is retried."}, []string{"listener"}),
 	}
 	m.registry.MustRegister(m.proposalsPending, m.proposalsCommitted, m.proposalsFailed, m.applyDuration,
 		m.readIndexDuration, m.snapshotDuration, m.snapshotInProgress, m.leaderChanges, m.hasLeader, m.isLeader,
-		m.httpRequests, m.httpDuration)
+		m.httpRequests, m.httpDuration, m.openConnections, m.acceptErrors)
 	return m
 }
 

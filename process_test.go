@@ -1037,3 +1037,85 @@ func TestProcessSnapshotCatchUp(t *testing.T) {
 	waitServing(t, c.url(3))
 	waitKeys(t, c.url(3), present(kv))
 }
+
+// A member whose descriptors run out (ulimit -n 300, 400 idle keep-alive
+// connections) stays up: accepts, snapshots and purges fail, are logged and
+// retried, and once connections close it accepts and snapshots again.
+func TestProcessOutOfFileDescriptors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a member out of file descriptors")
+	}
+	dir := t.TempDir()
+	ports := freePorts(t, 2)
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	argv := append([]string{"sh", "-c", `ulimit -n 300 && exec "$0" "$@"`, raftexampleBin,
+		"--cluster", fmt.Sprintf("http://127.0.0.1:%d", ports[0]), "--port", strconv.Itoa(ports[1]), "--data-dir", dir,
+		"--snapshot-count", "20", "--max-snapshots", "2", "--purge-interval", "200ms"}, fastRaft...)
+	p := newProc(t, "member", dir, filepath.Join(dir, "member.log"), argv...)
+	p.start()
+	waitWritable(t, base)
+	if !strings.Contains(p.output(), "the open-file limit is below what --max-connections needs") {
+		t.Error("no warning at start that 300 descriptors cannot hold --max-connections 4096")
+	}
+	addr := strings.TrimPrefix(base, "http://")
+	writer := dialKeepAlive(t, addr) // opened while descriptors are free
+	put := func(i int) {
+		t.Helper()
+		if code, _, err := writer.do(http.MethodPut, fmt.Sprintf("/k%d", i%50), "v", 10*time.Second); err != nil || code != http.StatusNoContent {
+			t.Fatalf("PUT %d through the open connection: %d %v", i, code, err)
+		}
+	}
+	put(0)
+
+	idle := make([]*keepAliveConn, 400)
+	for i := range idle {
+		idle[i] = dialKeepAlive(t, addr) // the kernel's backlog takes those the member cannot accept
+		go idle[i].do(http.MethodGet, "/health", "", 30*time.Second)
+	}
+	logged := func(s string) func() error {
+		return func() error {
+			if !strings.Contains(p.output(), s) {
+				return fmt.Errorf("no %q in the log", s)
+			}
+			return nil
+		}
+	}
+	eventually(t, 20*time.Second, logged("accept failed; retrying"))
+	// Writes trigger snapshots; the purger runs every 200 ms.
+	i := 1
+	eventually(t, 30*time.Second, func() error {
+		put(i)
+		i++
+		for _, s := range []string{"snapshot postponed: out of file descriptors", "purge failed; retrying"} {
+			if err := logged(s)(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !p.running() {
+		t.Fatal("the member exited")
+	}
+
+	for _, c := range idle {
+		c.Close()
+	}
+	eventually(t, 20*time.Second, logged("accepting connections again"))
+	saved := strings.Count(p.output(), "saved snapshot")
+	eventually(t, 30*time.Second, func() error {
+		put(i)
+		i++
+		if n := strings.Count(p.output(), "saved snapshot"); n <= saved {
+			return errors.New("no snapshot saved since the connections closed")
+		}
+		return nil
+	})
+	if code := call(t, http.MethodGet, base+"/k1", "").code; code != http.StatusOK {
+		t.Fatalf("GET through a new connection: %d", code)
+	}
+	out := p.output()
+	t.Logf("log: %d failed-accept warnings, %d postponed snapshots, %d failed purges, %d saved snapshots",
+		strings.Count(out, "accept failed; retrying"), strings.Count(out, "snapshot postponed"),
+		strings.Count(out, "purge failed; retrying"), strings.Count(out, "saved snapshot"))
+	p.terminate(shChild(t, p))
+}

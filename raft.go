@@ -57,6 +57,9 @@ type raftConfig struct {
 
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
+	// Peer bounds the peer listener's connections; rafthttp's streams and
+	// snapshot transfers are exempt from its ReadTimeout.
+	Peer connLimits
 
 	// Failpoint, when set, crashes the member at a named point (failpoint.go);
 	// main sets it from RAFTEXAMPLE_FAILPOINT for crash tests.
@@ -316,9 +319,9 @@ func (rc *raftNode) startTransport() error {
 			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
 		}
 	}
-	var ln net.Listener = sl
+	ln := guardListener(sl, "peer", rc.cfg.Peer.MaxConnections, rc.cfg.Metrics, rc.logger)
 	if !rc.cfg.PeerTLS.Empty() {
-		if ln, err = transport.NewTLSListener(sl, &rc.cfg.PeerTLS); err != nil {
+		if ln, err = transport.NewTLSListener(ln, &rc.cfg.PeerTLS); err != nil {
 			sl.Close()
 			rc.transport.Stop()
 			return fmt.Errorf("peer TLS: %w", err)
@@ -328,10 +331,12 @@ func (rc *raftNode) startTransport() error {
 	mux.Handle(rafthttp.RaftPrefix, rc.transport.Handler())
 	mux.Handle(rafthttp.RaftPrefix+"/", rc.transport.Handler())
 	mux.HandleFunc(membersPath, rc.serveMembers)
-	rc.peerServer = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(rc.logger)}
+	rc.peerServer = newHTTPServer(mux, rc.cfg.Peer, isRaftStreamOrSnapshot, rc.logger)
 	rc.wg.Add(1)
 	go func() {
 		defer rc.wg.Done()
+		// Serve ends only when the listener closes: guardListener retries
+		// every other accept error (such as running out of descriptors).
 		err := rc.peerServer.Serve(ln)
 		select {
 		case <-rc.stopc: // stopping closed the listener
@@ -340,6 +345,12 @@ func (rc *raftNode) startTransport() error {
 		}
 	}()
 	return nil
+}
+
+// isRaftStreamOrSnapshot names rafthttp's long-lived requests: a stream
+// lasts as long as the link, and a snapshot's body may be hundreds of MB.
+func isRaftStreamOrSnapshot(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, rafthttp.RaftStreamPrefix+"/") || r.URL.Path == rafthttp.RaftSnapshotPrefix
 }
 
 // newPeerClient returns a client for requests to other members' peer URLs.
@@ -815,7 +826,9 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 			err = rc.createSnapshot(index, cs, data)
 		}
 		if err != nil {
-			rc.fail(err)
+			if !rc.postponeSnapshot(index, err) {
+				rc.fail(err)
+			}
 			return
 		}
 		rc.cfg.Metrics.snapshotDuration.Observe(time.Since(start).Seconds())

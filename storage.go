@@ -262,7 +262,7 @@ func (rc *raftNode) openStateFile(index uint64) (*os.File, int64, error) {
 func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (int64, error) {
 	f, err := os.CreateTemp(rc.snapdir, "tmp")
 	if err != nil {
-		return 0, fmt.Errorf("create snapshot state in %s: %w", rc.snapdir, err)
+		return 0, &snapFileError{fmt.Errorf("create snapshot state in %s: %w", rc.snapdir, err)}
 	}
 	w := &syncingWriter{f: f, every: stateSyncBytes, rate: stateWriteRate}
 	err = encode(w)
@@ -280,7 +280,7 @@ func (rc *raftNode) saveStateFile(index uint64, encode func(io.Writer) error) (i
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return w.n, fmt.Errorf("save snapshot state %d to %s: %w", index, rc.snapdir, err)
+		return w.n, &snapFileError{fmt.Errorf("save snapshot state %d to %s: %w", index, rc.snapdir, err)}
 	}
 	return w.n, nil
 }
@@ -390,7 +390,7 @@ func (rc *raftNode) saveSnap(s *raftpb.Snapshot) error {
 		ConfState: md.GetConfState(),
 	}
 	if err := rc.snapshotter.SaveSnap(s); err != nil {
-		return fmt.Errorf("save snapshot %d to %s: %w", md.GetIndex(), rc.snapdir, err)
+		return &snapFileError{fmt.Errorf("save snapshot %d to %s: %w", md.GetIndex(), rc.snapdir, err)}
 	}
 	rc.failpoint("after-snapshot-file")
 	if err := rc.wal.SaveSnapshot(walSnap); err != nil {
@@ -411,20 +411,62 @@ func (rc *raftNode) startPurging() {
 		if max == 0 {
 			return
 		}
-		donec, errc := fileutil.PurgeFileWithDoneNotify(libLogger(rc.logger), dir, suffix, max, rc.cfg.PurgeInterval, rc.stopc)
 		rc.wg.Add(1)
-		go func() {
-			defer rc.wg.Done()
-			select {
-			case err := <-errc:
-				rc.fail(fmt.Errorf("purge %s files in %s: %w", suffix, dir, err))
-			case <-donec: // stopc was closed
-			}
-		}()
+		go rc.purgeLoop(dir, suffix, max)
 	}
 	purge(rc.waldir, ".wal", rc.cfg.MaxWALs)
 	purge(rc.snapdir, ".snap", rc.cfg.MaxSnapshots)
 	purge(rc.snapdir, ".snap.db", rc.cfg.MaxSnapshots)
+}
+
+// purgeLoop runs fileutil's purger until the member stops. The purger gives
+// up on its first error (out of file descriptors, a file it cannot
+// remove); a purge that failed only leaves files for the next pass, so it
+// is logged and the purger started again after PurgeInterval.
+func (rc *raftNode) purgeLoop(dir, suffix string, max uint) {
+	defer rc.wg.Done()
+	for {
+		donec, errc := fileutil.PurgeFileWithDoneNotify(libLogger(rc.logger), dir, suffix, max, rc.cfg.PurgeInterval, rc.stopc)
+		<-donec
+		var err error
+		select {
+		case err = <-errc:
+		default: // stopc was closed
+			return
+		}
+		rc.logger.Warn("purge failed; retrying", zap.String("dir", dir), zap.String("suffix", suffix),
+			zap.Duration("retry-in", rc.cfg.PurgeInterval), zap.Error(err))
+		select {
+		case <-time.After(rc.cfg.PurgeInterval):
+		case <-rc.stopc:
+			return
+		}
+	}
+}
+
+// snapFileError is a snapshot of this member's own that could not be
+// written before anything recorded it in the WAL.
+type snapFileError struct{ err error }
+
+func (e *snapFileError) Error() string { return e.err.Error() }
+func (e *snapFileError) Unwrap() error { return e.err }
+
+// postponeSnapshot reports whether a snapshot at index that failed with err
+// may simply be taken later, and cleans up after it. It may when the files
+// could not be created for want of a file descriptor: the WAL still holds
+// every entry since the last snapshot, so nothing is lost, and the next
+// trigger tries again. Anything else (a full disk, a WAL error) stops the
+// member. The snapshot's state file, if it was written, is removed: with
+// no .snap naming it, it would only push a good one out of --max-snapshots.
+func (rc *raftNode) postponeSnapshot(index uint64, err error) bool {
+	var sfe *snapFileError
+	if !errors.As(err, &sfe) || !fdExhausted(err) {
+		return false
+	}
+	os.Remove(filepath.Join(rc.snapdir, fmt.Sprintf("%016x.snap.db", index)))
+	rc.logger.Warn("snapshot postponed: out of file descriptors; the next one is taken after --snapshot-count more entries",
+		zap.Uint64("index", index), zap.Error(err))
+	return true
 }
 
 // writeWAL is the WAL writer: it saves raft's log appends in order and then
