@@ -49,6 +49,7 @@ type httpKVAPI struct {
 	metrics         *metrics
 	requestTimeout  time.Duration
 	maxRequestBytes int64
+	maxKeyBytes     int
 	retryAfter      string // seconds, for 503 answers
 	heartbeat       time.Duration
 	logger          *zap.Logger
@@ -65,6 +66,7 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 		metrics:         cfg.Metrics,
 		requestTimeout:  cfg.RequestTimeout,
 		maxRequestBytes: cfg.MaxRequestBytes,
+		maxKeyBytes:     cfg.MaxKeyBytes,
 		retryAfter:      strconv.Itoa(max(secs, 1)),
 		heartbeat:       cfg.WatchHeartbeat,
 		logger:          cfg.Logger,
@@ -76,6 +78,7 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 type httpConfig struct {
 	RequestTimeout  time.Duration
 	MaxRequestBytes int64
+	MaxKeyBytes     int           // longest key on any route (--max-key-bytes)
 	RetryAfter      time.Duration // suggested wait after a 503
 	WatchHeartbeat  time.Duration // comment lines keeping idle watch streams open
 	Logger          *zap.Logger
@@ -188,8 +191,8 @@ func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
-	if key == "" {
-		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+	if err := h.checkRootKey(key); err != nil {
+		h.fail(w, err)
 		return
 	}
 	v, err := h.readBody(w, r)
@@ -205,8 +208,8 @@ func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Requ
 }
 
 func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
-	if key == "" {
-		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+	if err := h.checkRootKey(key); err != nil {
+		h.fail(w, err)
 		return
 	}
 	serializable, err := parseConsistency(r)
@@ -238,8 +241,8 @@ func parseConsistency(r *http.Request) (serializable bool, err error) {
 }
 
 func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, key string) {
-	if key == "" {
-		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+	if err := h.checkRootKey(key); err != nil {
+		h.fail(w, err)
 		return
 	}
 	res, err := h.store.Txn(ctx, []op{{Kind: opDelete, Key: key}})
@@ -282,6 +285,22 @@ func (h *httpKVAPI) removeMember(ctx context.Context, w http.ResponseWriter, key
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkRootKey checks a key from a root path.
+func (h *httpKVAPI) checkRootKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty key", errInvalid)
+	}
+	return h.checkKey("key", key)
+}
+
+// checkKey refuses a key (or a prefix, named by what) over --max-key-bytes.
+func (h *httpKVAPI) checkKey(what, key string) error {
+	if len(key) > h.maxKeyBytes {
+		return fmt.Errorf("%w: %s is %d bytes, over the limit of %d bytes (--max-key-bytes)", errInvalid, what, len(key), h.maxKeyBytes)
+	}
+	return nil
 }
 
 var errTooLarge = errors.New("request body too large")
@@ -328,6 +347,8 @@ func statusFor(err error) int {
 		return http.StatusPreconditionFailed
 	case errors.Is(err, errCompacted):
 		return http.StatusGone
+	case errors.Is(err, errQuota):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, errConflict):
 		return http.StatusConflict
 	case errors.Is(err, errNoLeader), errors.Is(err, errStopping), errors.Is(err, errCatchingUp), errors.Is(err, errDropped), errors.Is(err, errLeaderLostMid):

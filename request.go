@@ -25,6 +25,7 @@ var (
 	errDropped       = errors.New("proposal dropped by raft (no leader, leadership transfer, or overload)")
 	errTimeout       = errors.New("request timed out (a write may still apply)")
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
+	errQuota         = errors.New("quota exceeded")
 	// errStoppingMid: the member stopped after raft may have taken the
 	// proposal, which the rest of the cluster may then commit.
 	errStoppingMid = fmt.Errorf("%w; the write may still apply", errStopping)
@@ -171,6 +172,8 @@ func failureReason(err error) string {
 		return "timeout"
 	case errors.Is(err, errStopping):
 		return "stopping"
+	case errors.Is(err, errQuota):
+		return "quota"
 	default:
 		return "other"
 	}
