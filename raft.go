@@ -52,16 +52,16 @@ type raftConfig struct {
 	// SnapshotLogRatio say; compaction keeps at most half of it for slow
 	// followers; uncommitted entries and entries in flight to each
 	// follower are bounded by half of it too.
-	MaxLogBytes      uint64
-	MaxSnapshots     uint
-	MaxWALs          uint
-	PurgeInterval    time.Duration
-	Tick             time.Duration
-	ElectionTicks    int
-	HeartbeatTicks   int
-	ReadTimeout      time.Duration // longest a ReadIndex round may take
-	Logger           *zap.Logger
-	Metrics          *metrics
+	MaxLogBytes    uint64
+	MaxSnapshots   uint
+	MaxWALs        uint
+	PurgeInterval  time.Duration
+	Tick           time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+	ReadTimeout    time.Duration // longest a ReadIndex round may take
+	Logger         *zap.Logger
+	Metrics        *metrics
 
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
