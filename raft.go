@@ -46,22 +46,23 @@ type raftConfig struct {
 	// and the disk busy. 0 snapshots every SnapshotCount entries.
 	SnapshotLogRatio float64
 	CatchupEntries   uint64
+	MaxSnapshots     uint
+	MaxWALs          uint
+	PurgeInterval    time.Duration
+	Tick             time.Duration
+	ElectionTicks    int
+	HeartbeatTicks   int
+	ReadTimeout      time.Duration // longest a ReadIndex round may take
+	Logger           *zap.Logger
+	Metrics          *metrics
+
 	// MaxLogBytes bounds raft's in-memory log in bytes of entry data
 	// (--max-log-bytes): a snapshot is due once the entries applied since
 	// the last one reach half of it, whatever SnapshotCount and
 	// SnapshotLogRatio say; compaction keeps at most half of it for slow
 	// followers; uncommitted entries and entries in flight to each
 	// follower are bounded by half of it too.
-	MaxLogBytes    uint64
-	MaxSnapshots   uint
-	MaxWALs        uint
-	PurgeInterval  time.Duration
-	Tick           time.Duration
-	ElectionTicks  int
-	HeartbeatTicks int
-	ReadTimeout    time.Duration // longest a ReadIndex round may take
-	Logger         *zap.Logger
-	Metrics        *metrics
+	MaxLogBytes uint64
 
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
