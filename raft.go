@@ -127,6 +127,7 @@ type raftNode struct {
 	snapshotIndex uint64
 	appliedIndex  uint64
 	logBytes      uint64          // bytes of entries applied since the last snapshot
+	snapshotDone  chan struct{}   // closed when the newest snapshot of our own is written
 	bootSnapshot  *loadedSnapshot // restored first, before any entry
 
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
@@ -790,6 +791,16 @@ func (rc *raftNode) publishSnapshot(ls *loadedSnapshot) error {
 // everything published, so the snapshot matches appliedIndex exactly; the
 // slow parts (encoding, writing files) run in the background.
 func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
+	if rc.snapshotting.Load() && rc.logBytes >= rc.cfg.MaxLogBytes {
+		// The log reached its bound while the last snapshot is still being
+		// written: wait for it, so that the next one can start and the log
+		// cannot grow past the bound.
+		select {
+		case <-rc.snapshotDone:
+		case <-rc.stopc:
+			return
+		}
+	}
 	if !rc.snapshotDue() {
 		return
 	}
@@ -807,9 +818,12 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 	rc.snapshotIndex = index
 	rc.logBytes = 0
 	rc.snapshotting.Store(true)
+	done := make(chan struct{})
+	rc.snapshotDone = done
 	rc.wg.Add(1)
 	go func() {
 		defer rc.wg.Done()
+		defer close(done) // after snapshotting is false again
 		defer rc.snapshotting.Store(false)
 		rc.cfg.Metrics.snapshotInProgress.Set(1)
 		defer rc.cfg.Metrics.snapshotInProgress.Set(0)
