@@ -410,9 +410,16 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 		var prev kvItem
 		switch o.Kind {
 		case opPut:
-			// A copy of exactly the value's size: o.Value points into the
-			// whole raft entry, which the store must not keep alive.
-			v := bytes.Clone(o.Value)
+			// o.Value points into the raft entry. A lone put's entry is
+			// little more than its value: keeping it saves a copy, and the
+			// state, the watch history and raft's log then share one
+			// buffer (with 1 MiB values that is half the memory). A txn's
+			// value is copied, so that a key left from a large txn does
+			// not keep the whole entry alive.
+			v := o.Value[:len(o.Value):len(o.Value)]
+			if !lone {
+				v = bytes.Clone(v)
+			}
 			prev, existed = s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
 			grew += itemBytes(o.Key, v)
 			evs = append(evs, event{Type: opPut, Key: o.Key, Value: v, Rev: index})
