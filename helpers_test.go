@@ -129,13 +129,6 @@ func startMember(t testing.TB, cfg raftConfig) *member {
 	return startMemberWith(t, cfg, defaultMemberOptions())
 }
 
-// startMemberWithHistory starts a member whose kvstore retains historyLimit
-// revisions for watches.
-func startMemberWithHistory(t testing.TB, cfg raftConfig, historyLimit int) *member {
-	t.Helper()
-	return startMemberWith(t, cfg, withHistory(historyLimit))
-}
-
 // startMemberWith starts a member with the given kvstore and HTTP options.
 func startMemberWith(t testing.TB, cfg raftConfig, opts memberOptions) *member {
 	t.Helper()
