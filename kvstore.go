@@ -537,6 +537,7 @@ func (s *kvstore) restore(st kvState, index uint64) {
 	})
 	s.mu.Lock()
 	s.items, s.histStart, s.history = st.Items, st.HistStart, st.History
+	s.histBuf = nil // let go of the old history's values
 	s.stateBytes.Store(size)
 	s.histRevs, s.histBytes = 0, 0
 	for i, e := range s.history {
