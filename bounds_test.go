@@ -12,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Tests of the byte bounds of SPEC §9: --max-key-bytes, --quota-bytes,
@@ -419,5 +423,42 @@ func TestBoundFlags(t *testing.T) {
 	}
 	if cfg.raft.MaxLogBytes != 64<<20 || cfg.watchHistBytes != 64<<20 || cfg.quotaBytes != 2<<30 || cfg.maxKeyBytes != 8<<10 {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+// A snapshot is due at exactly half of MaxLogBytes applied since the last
+// one, whatever the count and the state's size say; compaction keeps at
+// most half of MaxLogBytes, and at most CatchupEntries entries.
+func TestLogBytesAtTheBound(t *testing.T) {
+	rc := &raftNode{cfg: raftConfig{MaxLogBytes: 100, SnapshotCount: 1000, SnapshotLogRatio: 1000, CatchupEntries: 4},
+		raftStorage: raft.NewMemoryStorage()}
+	rc.stateBytes.Store(1 << 30)
+	for _, c := range []struct {
+		logBytes uint64
+		due      bool
+	}{{49, false}, {50, true}} {
+		if rc.logBytes = c.logBytes; rc.snapshotDue() != c.due {
+			t.Errorf("%d bytes applied of --max-log-bytes 100: due %v, want %v", c.logBytes, !c.due, c.due)
+		}
+	}
+	// Entries 1..10 of 10 bytes each, but 9 and 10 of 20.
+	var ents []*raftpb.Entry
+	for i := uint64(1); i <= 10; i++ {
+		size := 10
+		if i >= 9 {
+			size = 20
+		}
+		ents = append(ents, &raftpb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(1), Data: make([]byte, size)})
+	}
+	if err := rc.raftStorage.Append(ents); err != nil {
+		t.Fatal(err)
+	}
+	// At 10: 8..10 are exactly 50 bytes and stay; 7 would make 60.
+	if got := rc.compactIndex(10); got != 7 {
+		t.Errorf("snapshot at 10: compact to %d, want 7", got)
+	}
+	// At 5: 2..5 are 40 bytes, but only 4 entries stay.
+	if got := rc.compactIndex(5); got != 1 {
+		t.Errorf("snapshot at 5: compact to %d, want 1", got)
 	}
 }
