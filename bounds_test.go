@@ -290,8 +290,8 @@ func TestLargeTxnKeepsWatchersAndHistory(t *testing.T) {
 			t.Fatalf("watcher %d got %d events of the txn, want %d", i, got, puts)
 		}
 	}
-	// The history kept the newest 10 small writes (the marker took the
-	// place of one byte-wise but counts its own bytes: room for 9).
+	// The txn's bytes evicted the oldest 10 small writes, the marker's one
+	// more: the history starts after revs[10].
 	compact := revs[small-keep]
 	expectCompacted(t, base, fmt.Sprintf("prefix=h/&rev=%d", compact-1), compact)
 	w := openWatch(t, base, fmt.Sprintf("prefix=h/&rev=%d", compact))
