@@ -46,7 +46,7 @@ func BenchmarkDecodeRequest(b *testing.B) {
 }
 
 func newBenchStore() *kvstore {
-	return newKVStore(zap.NewNop(), newMetrics(), 1, 10000, make(chan proposal))
+	return newTestKVStore(zap.NewNop(), 10000)
 }
 
 // loadBenchStore returns a store holding keys 0..n-1, written by the

@@ -68,6 +68,7 @@ func testRaftConfig(t testing.TB, id uint64, peers []string, dir string) raftCon
 		ElectionTicks:  10,
 		HeartbeatTicks: 1,
 		ReadTimeout:    3 * time.Second,
+		MaxLogBytes:    64 << 20,
 		Logger:         testLogger(t),
 		Metrics:        newMetrics(),
 	}
@@ -84,23 +85,57 @@ type member struct {
 	confChangeC chan proposal
 	srv         *httptest.Server
 
-	historyLimit int // the kvstore's watch history window
+	opts memberOptions // kept across restarts
 }
 
-// defaultTestHistory is the watch history window of test members.
+// defaultTestHistory is the watch history window of test members, in
+// revisions.
 const defaultTestHistory = 1000
+
+// memberOptions are a test member's kvstore and HTTP settings (raft's are
+// in its raftConfig).
+type memberOptions struct {
+	kv              kvConfig // Logger, Metrics and MemberID come from the raftConfig
+	maxRequestBytes int64
+	maxKeyBytes     int
+}
+
+// defaultMemberOptions are the flags' defaults, but for a smaller watch
+// history and a 1 MiB request limit.
+func defaultMemberOptions() memberOptions {
+	return memberOptions{
+		kv: kvConfig{
+			HistoryRevisions:    defaultTestHistory,
+			HistoryBytes:        64 << 20,
+			WatchQueueRevisions: defaultWatchQueueRevisions,
+			WatchQueueBytes:     defaultWatchQueueBytes,
+			QuotaBytes:          2 << 30,
+		},
+		maxRequestBytes: 1 << 20,
+		maxKeyBytes:     8 << 10,
+	}
+}
+
+// withHistory returns the default options with a watch history of
+// historyLimit revisions.
+func withHistory(historyLimit int) memberOptions {
+	o := defaultMemberOptions()
+	o.kv.HistoryRevisions = historyLimit
+	return o
+}
 
 func startMember(t testing.TB, cfg raftConfig) *member {
 	t.Helper()
-	return startMemberWithHistory(t, cfg, defaultTestHistory)
+	return startMemberWith(t, cfg, defaultMemberOptions())
 }
 
-// startMemberWithHistory starts a member whose kvstore retains historyLimit
-// events for watches.
-func startMemberWithHistory(t testing.TB, cfg raftConfig, historyLimit int) *member {
+// startMemberWith starts a member with the given kvstore and HTTP options.
+func startMemberWith(t testing.TB, cfg raftConfig, opts memberOptions) *member {
 	t.Helper()
-	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal), historyLimit: historyLimit}
-	m.kvs = newKVStore(cfg.Logger, cfg.Metrics, cfg.ID, historyLimit, m.proposeC)
+	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal), opts: opts}
+	kv := opts.kv
+	kv.Logger, kv.Metrics, kv.MemberID = cfg.Logger, cfg.Metrics, cfg.ID
+	m.kvs = newKVStore(kv, m.proposeC)
 	rc, err := newRaftNode(cfg, m.kvs.getSnapshot, m.proposeC, m.confChangeC)
 	if err != nil {
 		t.Fatalf("start member %d: %v", cfg.ID, err)
@@ -115,7 +150,8 @@ func startMemberWithHistory(t testing.TB, cfg raftConfig, historyLimit int) *mem
 	m.members = newMemberAPI(rc, m.confChangeC)
 	m.srv = httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, newStatusReporter(rc, m.kvs, m.members), httpConfig{
 		RequestTimeout:  3 * time.Second,
-		MaxRequestBytes: 1 << 20,
+		MaxRequestBytes: opts.maxRequestBytes,
+		MaxKeyBytes:     opts.maxKeyBytes,
 		RetryAfter:      time.Second,
 		WatchHeartbeat:  50 * time.Millisecond,
 		Logger:          cfg.Logger,
@@ -145,8 +181,15 @@ func newTestCluster(t testing.TB, n int, tweak func(*raftConfig)) *testCluster {
 }
 
 // newTestClusterWithHistory is newTestCluster with members that retain
-// historyLimit events for watches, also across restarts.
+// historyLimit revisions for watches, also across restarts.
 func newTestClusterWithHistory(t testing.TB, n, historyLimit int, tweak func(*raftConfig)) *testCluster {
+	t.Helper()
+	return newTestClusterWith(t, n, withHistory(historyLimit), tweak)
+}
+
+// newTestClusterWith is newTestCluster with members started with opts, also
+// across restarts.
+func newTestClusterWith(t testing.TB, n int, opts memberOptions, tweak func(*raftConfig)) *testCluster {
 	t.Helper()
 	lns, peers := freeListeners(t, n)
 	c := &testCluster{t: t, dir: t.TempDir(), peers: peers}
@@ -156,7 +199,7 @@ func newTestClusterWithHistory(t testing.TB, n, historyLimit int, tweak func(*ra
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		c.members = append(c.members, startMemberWithHistory(t, cfg, historyLimit))
+		c.members = append(c.members, startMemberWith(t, cfg, opts))
 	}
 	c.waitLeader()
 	return c
@@ -197,7 +240,7 @@ func (c *testCluster) restart(i int) *member {
 	cfg := old.cfg
 	cfg.PeerListener = relisten(c.t, c.peers[i])
 	cfg.Metrics = newMetrics() // a new process would start with fresh ones
-	c.members[i] = startMemberWithHistory(c.t, cfg, old.historyLimit)
+	c.members[i] = startMemberWith(c.t, cfg, old.opts)
 	c.waitLeader()
 	return c.members[i]
 }

@@ -49,6 +49,7 @@ type httpKVAPI struct {
 	metrics         *metrics
 	requestTimeout  time.Duration
 	maxRequestBytes int64
+	maxKeyBytes     int
 	retryAfter      string // seconds, for 503 answers
 	heartbeat       time.Duration
 	watchWrite      time.Duration
@@ -70,6 +71,7 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 		metrics:         cfg.Metrics,
 		requestTimeout:  cfg.RequestTimeout,
 		maxRequestBytes: cfg.MaxRequestBytes,
+		maxKeyBytes:     cfg.MaxKeyBytes,
 		retryAfter:      strconv.Itoa(max(secs, 1)),
 		heartbeat:       cfg.WatchHeartbeat,
 		watchWrite:      cfg.WatchWriteTimeout,
@@ -84,6 +86,7 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 type httpConfig struct {
 	RequestTimeout  time.Duration
 	MaxRequestBytes int64
+	MaxKeyBytes     int           // longest key on any route (--max-key-bytes)
 	RetryAfter      time.Duration // suggested wait after a 503
 	WatchHeartbeat  time.Duration // comment lines keeping idle watch streams open
 	// WatchWriteTimeout is how long a watcher may take to accept one event
@@ -218,8 +221,8 @@ func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
-	if key == "" {
-		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+	if err := h.checkRootKey(key); err != nil {
+		h.fail(w, err)
 		return
 	}
 	v, err := h.readBody(w, r)
@@ -252,8 +255,8 @@ func (h *httpKVAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *htt
 }
 
 func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
-	if key == "" {
-		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+	if err := h.checkRootKey(key); err != nil {
+		h.fail(w, err)
 		return
 	}
 	serializable, err := parseConsistency(r)
@@ -285,8 +288,8 @@ func parseConsistency(r *http.Request) (serializable bool, err error) {
 }
 
 func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
-	if key == "" {
-		h.fail(w, fmt.Errorf("%w: empty key", errInvalid))
+	if err := h.checkRootKey(key); err != nil {
+		h.fail(w, err)
 		return
 	}
 	h.writeRoot(ctx, w, r, op{Kind: opDelete, Key: key})
@@ -321,6 +324,22 @@ func (h *httpKVAPI) removeMember(ctx context.Context, w http.ResponseWriter, key
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkRootKey checks a key from a root path.
+func (h *httpKVAPI) checkRootKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty key", errInvalid)
+	}
+	return h.checkKey("key", key)
+}
+
+// checkKey refuses a key (or a prefix, named by what) over --max-key-bytes.
+func (h *httpKVAPI) checkKey(what, key string) error {
+	if len(key) > h.maxKeyBytes {
+		return fmt.Errorf("%w: %s is %d bytes, over the limit of %d bytes (--max-key-bytes)", errInvalid, what, len(key), h.maxKeyBytes)
+	}
+	return nil
 }
 
 var errTooLarge = errors.New("request body too large")
@@ -371,6 +390,8 @@ func statusFor(err error) int {
 		return http.StatusPreconditionFailed
 	case errors.Is(err, errCompacted):
 		return http.StatusGone
+	case errors.Is(err, errQuota):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, errConflict):
 		return http.StatusConflict
 	case errors.Is(err, errNoLeader), errors.Is(err, errStopping), errors.Is(err, errCatchingUp), errors.Is(err, errDropped), errors.Is(err, errLeaderLostMid):

@@ -132,7 +132,7 @@ func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
 
 func newTestAPI(t *testing.T, f *fakeStore) *httptest.Server {
 	srv := httptest.NewServer(newHTTPKVAPI(f, f, f, httpConfig{
-		RequestTimeout: time.Second, MaxRequestBytes: 64, RetryAfter: 1500 * time.Millisecond,
+		RequestTimeout: time.Second, MaxRequestBytes: 64, MaxKeyBytes: 8 << 10, RetryAfter: 1500 * time.Millisecond,
 		Logger: zap.NewNop(), Metrics: newMetrics(),
 	}))
 	t.Cleanup(srv.Close)
@@ -194,6 +194,7 @@ func TestHTTPErrors(t *testing.T) {
 		{"dropped", http.MethodPut, "/k", "v", errDropped, 503, "dropped"},
 		{"timeout", http.MethodPut, "/k", "v", errTimeout, 504, "may still apply"},
 		{"leader lost", http.MethodDelete, "/k", "", errLeaderLostMid, 503, "may still apply"},
+		{"quota", http.MethodPut, "/k", "v", fmt.Errorf("%w: over --quota-bytes", errQuota), 507, "--quota-bytes"},
 		{"other", http.MethodPut, "/k", "v", io.ErrUnexpectedEOF, 500, "unexpected EOF"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,6 +30,10 @@ func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request) {
 		h.jsonFail(w, fmt.Errorf("%w: empty key", errInvalid))
 		return
 	}
+	if err := h.checkKey("key", key); err != nil {
+		h.jsonFail(w, err)
+		return
+	}
 	switch r.Method {
 	case http.MethodGet:
 		h.v1Get(w, r, key)
@@ -151,6 +155,12 @@ func (h *httpKVAPI) list(w http.ResponseWriter, r *http.Request) {
 		limit = min(n, maxListLimit)
 	}
 	serializable, err := parseConsistency(r)
+	if err == nil {
+		err = h.checkKey("prefix", q.Get("prefix"))
+	}
+	if err == nil {
+		err = h.checkKey("after", q.Get("after"))
+	}
 	if err != nil {
 		h.jsonFail(w, err)
 		return
@@ -215,6 +225,9 @@ func (h *httpKVAPI) txn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ops, err := parseTxn(body)
+	for i := 0; err == nil && i < len(ops); i++ {
+		err = h.checkKey(fmt.Sprintf("txn op %d: key", i), ops[i].Key)
+	}
 	if err != nil {
 		h.jsonFail(w, err)
 		return
@@ -306,8 +319,13 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, prefix := q.Get("key"), q.Has("prefix")
+	what := "key"
 	if prefix {
-		key = q.Get("prefix")
+		key, what = q.Get("prefix"), "prefix"
+	}
+	if err := h.checkKey(what, key); err != nil {
+		h.jsonFail(w, err)
+		return
 	}
 	revText := q.Get("rev")
 	if revText == "" {
@@ -322,6 +340,15 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	wt, backlog, from, err := h.store.Watch(key, prefix, rev, revText != "")
+	var compacted *compactedError
+	if errors.As(err, &compacted) {
+		// The body names compactRevision, so a client can re-list and resume.
+		writeJSON(w, h.statusCode(w, err), struct {
+			jsonError
+			CompactRevision uint64 `json:"compactRevision"`
+		}{jsonError{fmt.Sprintf("watch from rev %d: %v", rev, err), http.StatusGone}, compacted.CompactRevision})
+		return
+	}
 	if err != nil {
 		h.jsonFail(w, fmt.Errorf("watch from rev %d: %w", rev, err))
 		return
@@ -346,7 +373,7 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 	for sse.err == nil {
 		sse.flush()
 		select {
-		case e, ok := <-wt.Events():
+		case evs, ok := <-wt.Revisions():
 			if !ok {
 				if wt.CutOff() {
 					sse.event("cutoff", last, map[string]any{"type": "cutoff", "rev": last,
@@ -355,8 +382,11 @@ func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
 				}
 				return
 			}
-			sse.event("", e.Rev, newJSONEvent(e))
-			last = e.Rev
+			for _, e := range evs {
+				sse.event("", e.Rev, newJSONEvent(e))
+			}
+			wt.Received(evs)
+			last = evs[0].Rev
 		case <-heartbeat.C:
 			sse.comment("heartbeat")
 		case <-r.Context().Done():

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -21,13 +23,13 @@ import (
 // entry has been applied here, so a write that returns is committed and
 // visible to the next read.
 type kvstore struct {
-	proposeC     chan<- proposal
-	logger       *zap.Logger
-	ids          *idutil.Generator
-	historyLimit int
-	leader       *leaderWatch
-	readIndex    func(context.Context) (uint64, error)
-	metrics      *metrics
+	cfg       kvConfig
+	proposeC  chan<- proposal
+	logger    *zap.Logger
+	ids       *idutil.Generator
+	leader    *leaderWatch
+	readIndex func(context.Context) (uint64, error)
+	metrics   *metrics
 
 	mu        sync.RWMutex
 	items     *btree.BTreeG[kvItem]
@@ -35,7 +37,13 @@ type kvstore struct {
 	histStart uint64 // history holds every event with a revision above this
 	history   []event
 	histBuf   []event // history's backing array, reused as it slides
+	histRevs  int     // revisions in history
+	histBytes int64   // history's size, counted by eventBytes
 	watchers  map[*watcher]struct{}
+
+	// stateBytes is the size of the state, keys plus values; written under
+	// mu, read without it by writers checking the quota.
+	stateBytes atomic.Int64
 
 	waits     wait.Wait     // request ID -> txnResult
 	appliedAt wait.WaitTime // applied index reached
@@ -67,22 +75,71 @@ type commit struct {
 	applyDoneC    chan<- struct{}
 }
 
-func newKVStore(logger *zap.Logger, m *metrics, memberID uint64, historyLimit int, proposeC chan<- proposal) *kvstore {
+// kvConfig configures a kvstore. Every field is set (main sets them from
+// flags); zero is not a default.
+type kvConfig struct {
+	Logger   *zap.Logger
+	Metrics  *metrics
+	MemberID uint64
+	// HistoryRevisions and HistoryBytes bound the watch history
+	// (--watch-history, --watch-history-bytes). The oldest whole revisions
+	// are evicted until both hold; the newest revision always stays.
+	HistoryRevisions int
+	HistoryBytes     int64
+	// WatchQueueRevisions and WatchQueueBytes bound how far one watcher may
+	// fall behind before it is cut off. A revision larger than
+	// WatchQueueBytes is still queued for a watcher that has nothing queued.
+	WatchQueueRevisions int
+	WatchQueueBytes     int64
+	// QuotaBytes bounds the state's keys plus values (--quota-bytes).
+	QuotaBytes int64
+}
+
+// The watcher queue's defaults: enough for a burst of small writes or a
+// few full-size transactions, small enough that thousands of watchers that
+// stop reading cost little before they are cut off.
+const (
+	defaultWatchQueueRevisions = 1024
+	defaultWatchQueueBytes     = 8 << 20
+)
+
+func newKVStore(cfg kvConfig, proposeC chan<- proposal) *kvstore {
 	s := &kvstore{
-		metrics:      m,
-		proposeC:     proposeC,
-		logger:       logger,
-		ids:          idutil.NewGenerator(uint16(memberID), time.Now()),
-		historyLimit: historyLimit,
-		items:        newKVTree(),
-		watchers:     map[*watcher]struct{}{},
-		waits:        wait.New(),
-		appliedAt:    wait.NewTimeList(),
-		stopped:      make(chan struct{}),
-		fresh:        make(chan struct{}),
+		cfg:       cfg,
+		metrics:   cfg.Metrics,
+		proposeC:  proposeC,
+		logger:    cfg.Logger,
+		ids:       idutil.NewGenerator(uint16(cfg.MemberID), time.Now()),
+		items:     newKVTree(),
+		watchers:  map[*watcher]struct{}{},
+		waits:     wait.New(),
+		appliedAt: wait.NewTimeList(),
+		stopped:   make(chan struct{}),
+		fresh:     make(chan struct{}),
 	}
+	m := cfg.Metrics
 	m.gaugeFunc("keys", "Keys in this member's state.", func() float64 { return float64(s.len()) })
+	m.gaugeFunc("state_bytes", "Keys plus values in this member's state (bounded by --quota-bytes).",
+		func() float64 { return float64(s.stateBytes.Load()) })
+	m.gaugeFunc("quota_bytes", "The --quota-bytes limit on keys plus values.", func() float64 { return float64(cfg.QuotaBytes) })
+	m.gaugeFunc("watch_history_bytes", "Size of the watch history (bounded by --watch-history-bytes).",
+		func() float64 { return float64(s.historyStats().bytes) })
+	m.gaugeFunc("watch_history_revisions", "Revisions in the watch history (bounded by --watch-history).",
+		func() float64 { return float64(s.historyStats().revs) })
+	m.gaugeFunc("watchers", "Open watches on this member.", func() float64 { return float64(s.historyStats().watchers) })
 	return s
+}
+
+// historyStats is what the watch metrics report.
+type historyStats struct {
+	bytes          int64
+	revs, watchers int
+}
+
+func (s *kvstore) historyStats() historyStats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return historyStats{bytes: s.histBytes, revs: s.histRevs, watchers: len(s.watchers)}
 }
 
 // start applies commits until commitC is closed. rc tells writers when
@@ -212,6 +269,10 @@ func (s *kvstore) catchUp(ctx context.Context, serializable bool) error {
 // Txn applies ops atomically, all or none, and returns once the entry is
 // applied here. A failed condition is a result, not an error.
 func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
+	if err := s.checkQuota(ops); err != nil {
+		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
+		return txnResult{}, err
+	}
 	if err := leaderKnown(ctx, s.leader); err != nil {
 		return txnResult{}, err
 	}
@@ -226,6 +287,58 @@ func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
 	res, _ := x.(txnResult) // zero only if Trigger raced our cleanup
 	return res, nil
 }
+
+// checkQuota refuses ops that would add data to a state at or past
+// --quota-bytes. It runs on the proposing member only, before proposing:
+// applying must stay the same on every member whatever their flags, so a
+// committed entry is never refused. Writes in flight together are each
+// checked against the state before any of them, so they may go over the
+// quota by what they carry.
+func (s *kvstore) checkQuota(ops []op) error {
+	quota, have := s.cfg.QuotaBytes, s.stateBytes.Load()
+	var most int64 // what ops add if every key is new
+	for _, o := range ops {
+		if o.Kind == opPut {
+			most += int64(len(o.Key) + len(o.Value))
+		}
+	}
+	if have+most <= quota {
+		return nil
+	}
+	add := s.growth(ops)
+	if add <= 0 || have+add <= quota {
+		return nil
+	}
+	return fmt.Errorf("%w: the state holds %d bytes of keys and values and this write adds %d, over --quota-bytes %d; delete keys or write smaller values to free space",
+		errQuota, have, add, quota)
+}
+
+// growth returns how many bytes ops would add to the state as it is now
+// (negative when they free space), following each key through the ops.
+func (s *kvstore) growth(ops []op) int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	size := make(map[string]int64, len(ops)) // each key's size so far
+	var add int64
+	for _, o := range ops {
+		before, seen := size[o.Key]
+		if !seen {
+			if it, ok := s.items.Get(kvItem{Key: o.Key}); ok {
+				before = itemBytes(it.Key, it.Value)
+			}
+		}
+		var after int64
+		if o.Kind == opPut {
+			after = itemBytes(o.Key, o.Value)
+		}
+		add += after - before
+		size[o.Key] = after
+	}
+	return add
+}
+
+// itemBytes is what one key counts towards --quota-bytes.
+func itemBytes(key string, value []byte) int64 { return int64(len(key) + len(value)) }
 
 // Put sets key to value.
 func (s *kvstore) Put(ctx context.Context, key string, value []byte) error {
@@ -291,24 +404,38 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 		}
 	}
 	var evs []event
+	var grew int64
 	for i, o := range ops {
 		var existed bool
+		var prev kvItem
 		switch o.Kind {
 		case opPut:
-			// A copy of exactly the value's size: o.Value points into the
-			// whole raft entry, which the store must not keep alive.
-			v := bytes.Clone(o.Value)
-			_, existed = s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
+			// o.Value points into the raft entry. A lone put's entry is
+			// little more than its value: keeping it saves a copy, and the
+			// state, the watch history and raft's log then share one
+			// buffer (with 1 MiB values that is half the memory). A txn's
+			// value is copied, so that a key left from a large txn does
+			// not keep the whole entry alive.
+			v := o.Value[:len(o.Value):len(o.Value)]
+			if !lone {
+				v = bytes.Clone(v)
+			}
+			prev, existed = s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
+			grew += itemBytes(o.Key, v)
 			evs = append(evs, event{Type: opPut, Key: o.Key, Value: v, Rev: index})
 		case opDelete:
-			if _, existed = s.items.Delete(kvItem{Key: o.Key}); existed {
+			if prev, existed = s.items.Delete(kvItem{Key: o.Key}); existed {
 				evs = append(evs, event{Type: opDelete, Key: o.Key, Rev: index})
 			}
+		}
+		if existed {
+			grew -= itemBytes(prev.Key, prev.Value)
 		}
 		if lone {
 			res.Found[i] = existed
 		}
 	}
+	s.stateBytes.Add(grew)
 	s.record(evs)
 	return res
 }
@@ -326,8 +453,15 @@ func condHolds(o op, cur kvItem, exists bool) bool {
 	}
 }
 
-// record appends one entry's events to the history, trims the history to
-// its limit, and tells the watchers; the caller holds s.mu.
+// eventOverhead is what one history event costs beyond its key and value:
+// the event itself and its slot in the buffer, about.
+const eventOverhead = 64
+
+// eventBytes is what one event counts towards --watch-history-bytes.
+func eventBytes(e event) int64 { return int64(len(e.Key)+len(e.Value)) + eventOverhead }
+
+// record appends one entry's events, one revision, to the history, trims
+// the history to its bounds, and tells the watchers; the caller holds s.mu.
 func (s *kvstore) record(evs []event) {
 	if len(evs) == 0 {
 		return
@@ -336,20 +470,45 @@ func (s *kvstore) record(evs []event) {
 		s.slideHistory(len(evs))
 	}
 	s.history = append(s.history, evs...)
-	if over := len(s.history) - s.historyLimit; over > 0 {
-		s.histStart = s.history[over-1].Rev
-		s.history = s.history[over:]
+	s.histRevs++
+	for _, e := range evs {
+		s.histBytes += eventBytes(e)
 	}
+	s.trimHistory()
 	s.notify(evs)
 }
 
+// trimHistory evicts the oldest whole revisions until the history holds at
+// most HistoryRevisions revisions and HistoryBytes bytes, but always keeps
+// the newest revision: a revision larger than the byte bound evicts every
+// older one, and nothing more. The caller holds s.mu.
+func (s *kvstore) trimHistory() {
+	n := 0 // events evicted
+	for s.histRevs > 1 && (s.histRevs > s.cfg.HistoryRevisions || s.histBytes > s.cfg.HistoryBytes) {
+		rev := s.history[n].Rev
+		for ; s.history[n].Rev == rev; n++ { // another revision follows
+			s.histBytes -= eventBytes(s.history[n])
+		}
+		s.histRevs--
+		s.histStart = rev
+	}
+	if n > 0 {
+		clear(s.history[:n]) // let go of the evicted values now
+		s.history = s.history[n:]
+	}
+}
+
 // slideHistory moves the history to the front of histBuf, which has room
-// for historyLimit more events (and at least n) behind it. Trimming the
-// front of the history then frees nothing and appends allocate nothing;
-// letting append grow it instead copied the whole history into a new
-// array every historyLimit/4 events.
+// for as many events again as the history holds, and n more, behind it.
+// Trimming the front of the history then frees nothing and appends
+// allocate nothing until the next slide, which copies the history once per
+// as many appends: letting append grow it instead copied the whole history
+// into a new array at every few appends. The buffer is replaced when the
+// history outgrows it or shrinks to a small part of it.
 func (s *kvstore) slideHistory(n int) {
-	if size := 2*s.historyLimit + n; cap(s.histBuf) < size {
+	const minSize = 64
+	size := 2*len(s.history) + n + minSize
+	if c := cap(s.histBuf); c < size || c > 4*size {
 		s.histBuf = make([]event, 0, size)
 	}
 	k := copy(s.histBuf[:cap(s.histBuf)], s.history)
@@ -371,8 +530,23 @@ func (s *kvstore) getSnapshot() func(io.Writer) error {
 // restore replaces the state with a snapshot's, which raftNode has read
 // and checked.
 func (s *kvstore) restore(st kvState, index uint64) {
+	var size int64
+	st.Items.Ascend(func(it kvItem) bool {
+		size += itemBytes(it.Key, it.Value)
+		return true
+	})
 	s.mu.Lock()
 	s.items, s.histStart, s.history = st.Items, st.HistStart, st.History
+	s.histBuf = nil // let go of the old history's values
+	s.stateBytes.Store(size)
+	s.histRevs, s.histBytes = 0, 0
+	for i, e := range s.history {
+		if i == 0 || e.Rev != s.history[i-1].Rev {
+			s.histRevs++
+		}
+		s.histBytes += eventBytes(e)
+	}
+	s.trimHistory() // this member's bounds may be smaller than the sender's
 	s.applied = index
 	s.cutOffWatchers() // they may have missed events the snapshot skips over
 	s.mu.Unlock()

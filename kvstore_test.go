@@ -7,11 +7,19 @@ import (
 	"go.uber.org/zap"
 )
 
+// newTestKVStore returns a kvstore with the flags' defaults but for a watch
+// history of historyRevisions revisions.
+func newTestKVStore(logger *zap.Logger, historyRevisions int) *kvstore {
+	kv := withHistory(historyRevisions).kv
+	kv.Logger, kv.Metrics, kv.MemberID = logger, newMetrics(), 1
+	return newKVStore(kv, make(chan proposal))
+}
+
 // The watch history keeps exactly the newest historyLimit events, in order,
 // however the entries that make them arrive, and forgets the older ones.
 func TestHistoryKeepsTheNewestEvents(t *testing.T) {
 	const limit = 7
-	s := newKVStore(zap.NewNop(), newMetrics(), 1, limit, make(chan proposal))
+	s := newTestKVStore(zap.NewNop(), limit)
 	index := uint64(0)
 	for batch := 1; batch <= 40; batch++ {
 		var ents []committedEntry

@@ -34,6 +34,9 @@ type config struct {
 	watchHistory    int
 	maxConnections  int
 	client          connLimits // the client API's connections
+	watchHistBytes  int64
+	quotaBytes      int64
+	maxKeyBytes     int
 	clientTLS       transport.TLSInfo
 	gc              gcTuner
 	logLevel        string
@@ -55,7 +58,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.UintVar(&c.raft.MaxWALs, "max-wals", 5, "WAL files to keep (0 keeps all)")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "longest a request waits for commit")
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", 1536*1024, "largest request body accepted")
-	fs.IntVar(&c.watchHistory, "watch-history", 10000, "recent changes kept for watchers to resume from")
+	fs.IntVar(&c.watchHistory, "watch-history", 10000, "recent revisions (raft entries) kept for watchers to resume from")
+	fs.Int64Var(&c.watchHistBytes, "watch-history-bytes", 64<<20, "most bytes of keys and values the watch history keeps")
+	fs.Uint64Var(&c.raft.MaxLogBytes, "max-log-bytes", 64<<20, "bound on raft's in-memory log in bytes; half of it applied triggers a snapshot")
+	fs.Int64Var(&c.quotaBytes, "quota-bytes", 2<<30, "most bytes of keys and values in the state; writes that add data past it get 507")
+	fs.IntVar(&c.maxKeyBytes, "max-key-bytes", 8<<10, "longest key (or prefix) accepted on any route")
 	fs.DurationVar(&c.raft.PurgeInterval, "purge-interval", 30*time.Second, "how often WAL and snapshot files beyond --max-wals/--max-snapshots are removed (a failed purge is retried as often)")
 	fs.IntVar(&c.maxConnections, "max-connections", 4096, "open connections per listener (client, peer); more wait until one closes")
 	fs.DurationVar(&c.raft.Tick, "tick", 100*time.Millisecond, "raft tick interval")
@@ -96,8 +103,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--cert-file and --key-file go together; --client-cert-auth needs --trusted-ca-file")
 	case tlsIncomplete(c.raft.PeerTLS):
 		return c, errors.New("--peer-cert-file and --peer-key-file go together; --peer-client-cert-auth needs --peer-trusted-ca-file")
-	case c.watchHistory < 0:
-		return c, errors.New("--watch-history must not be negative")
+	case c.watchHistory < 1:
+		return c, errors.New("--watch-history must be at least 1 (the newest revision is always kept)")
+	case c.watchHistBytes < 1:
+		return c, errors.New("--watch-history-bytes must be positive")
+	case c.raft.MaxLogBytes < 1:
+		return c, errors.New("--max-log-bytes must be positive")
+	case c.quotaBytes < 1:
+		return c, errors.New("--quota-bytes must be positive")
+	case c.maxKeyBytes < 1:
+		return c, errors.New("--max-key-bytes must be positive")
 	case c.raft.SnapshotCount == 0:
 		return c, errors.New("--snapshot-count must be positive")
 	case c.raft.PurgeInterval <= 0:
@@ -126,6 +141,20 @@ func connTimeouts(maxConns int, requestTimeout time.Duration) (client, peer conn
 	client = peer
 	client.WriteTimeout = readTimeout + requestTimeout + 30*time.Second
 	return client, peer
+}
+
+// kvConfig is the kvstore's part of the flags.
+func (c config) kvConfig(logger *zap.Logger) kvConfig {
+	return kvConfig{
+		Logger:              logger,
+		Metrics:             c.raft.Metrics,
+		MemberID:            c.raft.ID,
+		HistoryRevisions:    c.watchHistory,
+		HistoryBytes:        c.watchHistBytes,
+		WatchQueueRevisions: defaultWatchQueueRevisions,
+		WatchQueueBytes:     defaultWatchQueueBytes,
+		QuotaBytes:          c.quotaBytes,
+	}
 }
 
 // tlsIncomplete reports TLS settings that cannot work.
@@ -198,7 +227,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 
 	proposeC := make(chan proposal)
 	confChangeC := make(chan proposal)
-	kvs := newKVStore(logger, cfg.raft.Metrics, cfg.raft.ID, cfg.watchHistory, proposeC)
+	kvs := newKVStore(cfg.kvConfig(logger), proposeC)
 	rc, err := newRaftNode(cfg.raft, kvs.getSnapshot, proposeC, confChangeC)
 	if err != nil {
 		return err
@@ -219,6 +248,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	api := newHTTPKVAPI(kvs, members, newStatusReporter(rc, kvs, members), httpConfig{
 		RequestTimeout:    cfg.requestTimeout,
 		MaxRequestBytes:   cfg.maxRequestBytes,
+		MaxKeyBytes:       cfg.maxKeyBytes,
 		RetryAfter:        cfg.raft.electionTimeout(),
 		WatchHeartbeat:    10 * time.Second,
 		WatchWriteTimeout: watchWriteTimeout,

@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,10 @@ type metrics struct {
 	httpDuration       *prometheus.HistogramVec
 	openConnections    *prometheus.GaugeVec
 	acceptErrors       *prometheus.CounterVec
+
+	// raftLogBytes reads the size of raft's in-memory log; the running
+	// raftNode sets it.
+	raftLogBytes atomic.Pointer[func() uint64]
 }
 
 func newMetrics() *metrics {
@@ -69,6 +74,12 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.proposalsPending, m.proposalsCommitted, m.proposalsFailed, m.applyDuration,
 		m.readIndexDuration, m.snapshotDuration, m.snapshotInProgress, m.leaderChanges, m.hasLeader, m.isLeader,
 		m.httpRequests, m.httpDuration, m.openConnections, m.acceptErrors)
+	m.gaugeFunc("raft_log_bytes", "Bytes of entry data in raft's in-memory log, up to the applied index (bounded by --max-log-bytes).", func() float64 {
+		if f := m.raftLogBytes.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	return m
 }
 

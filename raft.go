@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,6 +55,14 @@ type raftConfig struct {
 	ReadTimeout      time.Duration // longest a ReadIndex round may take
 	Logger           *zap.Logger
 	Metrics          *metrics
+
+	// MaxLogBytes bounds raft's in-memory log in bytes of entry data
+	// (--max-log-bytes): a snapshot is due once the entries applied since
+	// the last one reach half of it, whatever SnapshotCount and
+	// SnapshotLogRatio say; compaction keeps at most half of it for slow
+	// followers; uncommitted entries and entries in flight to each
+	// follower are bounded by half of it too.
+	MaxLogBytes uint64
 
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
@@ -121,6 +130,7 @@ type raftNode struct {
 	snapshotIndex uint64
 	appliedIndex  uint64
 	logBytes      uint64          // bytes of entries applied since the last snapshot
+	snapshotDone  chan struct{}   // closed when the newest snapshot of our own is written
 	bootSnapshot  *loadedSnapshot // restored first, before any entry
 
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
@@ -200,6 +210,8 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 		rc.stop()
 		return nil, err
 	}
+	logBytes := rc.retainedLogBytes
+	cfg.Metrics.raftLogBytes.Store(&logBytes)
 	rc.wg.Add(5)
 	go rc.serveProposals()
 	go rc.reads.run()
@@ -236,6 +248,10 @@ func (rc *raftNode) campaignWhenAlone(commit uint64) {
 	}
 }
 
+// maxSizePerMsg bounds the entries raft sends in one append message, and
+// the committed entries it hands out at once for applying.
+const maxSizePerMsg = 1 << 20
+
 func (rc *raftNode) startRaft() error {
 	if err := rc.checkNotRemoved(); err != nil {
 		return err
@@ -250,9 +266,10 @@ func (rc *raftNode) startRaft() error {
 		HeartbeatTick:             rc.cfg.HeartbeatTicks,
 		Storage:                   rc.raftStorage,
 		Applied:                   rc.bootSnapshot.index(), // what the snapshot already holds
-		MaxSizePerMsg:             1024 * 1024,
+		MaxSizePerMsg:             maxSizePerMsg,
 		MaxInflightMsgs:           256,
-		MaxUncommittedEntriesSize: 1 << 30,
+		MaxUncommittedEntriesSize: max(rc.cfg.MaxLogBytes/2, 1),
+		MaxInflightBytes:          max(rc.cfg.MaxLogBytes/2, maxSizePerMsg),
 		CheckQuorum:               true,
 		PreVote:                   true,
 		StepDownOnRemoval:         true,
@@ -704,7 +721,7 @@ func (rc *raftNode) publishEntries(ents []*raftpb.Entry) (<-chan struct{}, error
 		switch e.GetType() {
 		case raftpb.EntryNormal:
 			batch[i].data = e.Data
-			rc.logBytes += uint64(len(e.Data))
+			rc.logBytes += entryBytes(e)
 		case raftpb.EntryConfChange:
 			removed = rc.applyConfChange(e) || removed
 		default:
@@ -795,6 +812,16 @@ func (rc *raftNode) publishSnapshot(ls *loadedSnapshot) error {
 // everything published, so the snapshot matches appliedIndex exactly; the
 // slow parts (encoding, writing files) run in the background.
 func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
+	if rc.snapshotting.Load() && rc.logBytes >= rc.cfg.MaxLogBytes {
+		// The log reached its bound while the last snapshot is still being
+		// written: wait for it, so that the next one can start and the log
+		// cannot grow past the bound.
+		select {
+		case <-rc.snapshotDone:
+		case <-rc.stopc:
+			return
+		}
+	}
 	if !rc.snapshotDue() {
 		return
 	}
@@ -812,9 +839,12 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 	rc.snapshotIndex = index
 	rc.logBytes = 0
 	rc.snapshotting.Store(true)
+	done := make(chan struct{})
+	rc.snapshotDone = done
 	rc.wg.Add(1)
 	go func() {
 		defer rc.wg.Done()
+		defer close(done) // after snapshotting is false again
 		defer rc.snapshotting.Store(false)
 		rc.cfg.Metrics.snapshotInProgress.Set(1)
 		defer rc.cfg.Metrics.snapshotInProgress.Set(0)
@@ -838,16 +868,24 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 }
 
 // snapshotDue reports whether enough has been applied since the last
-// snapshot, by count and by size, and none is being written.
+// snapshot, by count and by size, and none is being written. Half of
+// MaxLogBytes applied makes a snapshot due whatever the count and the
+// state's size say: only a snapshot lets raft's log be compacted.
 func (rc *raftNode) snapshotDue() bool {
-	if rc.appliedIndex-rc.snapshotIndex <= rc.cfg.SnapshotCount || rc.snapshotting.Load() {
+	switch {
+	case rc.snapshotting.Load():
+		return false
+	case rc.logBytes >= rc.cfg.MaxLogBytes/2:
+		return true
+	case rc.appliedIndex-rc.snapshotIndex <= rc.cfg.SnapshotCount:
 		return false
 	}
 	return float64(rc.logBytes) >= rc.cfg.SnapshotLogRatio*float64(rc.stateBytes.Load())
 }
 
 // createSnapshot saves a snapshot of the state at index and compacts the
-// in-memory log, keeping CatchupEntries entries for slow followers.
+// in-memory log, keeping up to CatchupEntries entries and MaxLogBytes/2
+// bytes of them for slow followers.
 func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []byte) error {
 	s, err := rc.raftStorage.CreateSnapshot(index, cs, data)
 	if errors.Is(err, raft.ErrSnapOutOfDate) {
@@ -860,16 +898,65 @@ func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []by
 	if err := rc.saveSnap(s); err != nil {
 		return err
 	}
-	compactIndex := uint64(1)
-	if index > rc.cfg.CatchupEntries {
-		compactIndex = index - rc.cfg.CatchupEntries
-	}
+	compactIndex := rc.compactIndex(index)
 	rc.failpoint("before-compact")
 	if err := rc.raftStorage.Compact(compactIndex); err != nil && !errors.Is(err, raft.ErrCompacted) {
 		return fmt.Errorf("compact log to %d: %w", compactIndex, err)
 	}
 	rc.failpoint("after-compact")
 	return nil
+}
+
+// compactIndex returns the index to compact raft's log to after a snapshot
+// at index: the entries after it, up to index, are at most CatchupEntries
+// and, walking back from index, at most MaxLogBytes/2 bytes.
+func (rc *raftNode) compactIndex(index uint64) uint64 {
+	compact := uint64(1)
+	if index > rc.cfg.CatchupEntries {
+		compact = index - rc.cfg.CatchupEntries
+	}
+	first, err := rc.raftStorage.FirstIndex()
+	if err != nil || max(compact+1, first) > index {
+		return compact
+	}
+	ents, err := rc.raftStorage.Entries(max(compact+1, first), index+1, math.MaxUint64)
+	if err != nil {
+		return compact // compacted meanwhile by a snapshot from the leader
+	}
+	var kept uint64
+	for i := len(ents) - 1; i >= 0; i-- {
+		if kept += entryBytes(ents[i]); kept > rc.cfg.MaxLogBytes/2 {
+			return ents[i].GetIndex()
+		}
+	}
+	return compact
+}
+
+// entryBytes is what one entry counts towards --max-log-bytes: its data,
+// as raft counts it for MaxUncommittedEntriesSize.
+func entryBytes(e *raftpb.Entry) uint64 { return uint64(len(e.GetData())) }
+
+// retainedLogBytes returns the bytes of the entries in raft's in-memory log
+// up to the applied index. Entries beyond it may be replaced by the leader's
+// at any moment (and asking MemoryStorage for entries beyond its end
+// panics); they are bounded by MaxUncommittedEntriesSize and
+// MaxInflightBytes.
+func (rc *raftNode) retainedLogBytes() uint64 {
+	first, _ := rc.raftStorage.FirstIndex()
+	last, _ := rc.raftStorage.LastIndex()
+	last = min(last, rc.applied.Load())
+	if last < first {
+		return 0
+	}
+	ents, err := rc.raftStorage.Entries(first, last+1, math.MaxUint64)
+	if err != nil {
+		return 0 // compacted between the calls; the next scrape tells
+	}
+	var n uint64
+	for _, e := range ents {
+		n += entryBytes(e)
+	}
+	return n
 }
 
 func (rc *raftNode) setApplied(index uint64) {

@@ -252,7 +252,7 @@ func TestSnapshotAfterApply(t *testing.T) {
 
 // The kvstore's snapshot restores to the same keys, values and revisions.
 func TestKVStoreSnapshotRoundTrip(t *testing.T) {
-	s := newKVStore(testLogger(t), newMetrics(), 1, 100, nil)
+	s := newTestKVStore(testLogger(t), 100)
 	s.apply([]committedEntry{
 		{index: 5, data: putEntry("foo", []byte("bar"))},
 		{index: 6, data: putEntry("bin\x00\xff", []byte{0, 1, 2})},
@@ -268,7 +268,7 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newKVStore(testLogger(t), newMetrics(), 1, 100, nil)
+	r := newTestKVStore(testLogger(t), 100)
 	r.restore(st, 9)
 	want := []kvItem{{"bin\x00\xff", []byte{0, 1, 2}, 6}, {"foo", []byte("bar"), 5}}
 	if r.len() != len(want) || r.applied != 9 {

@@ -27,6 +27,7 @@ var (
 	errLeaderLostMid = errors.New("lost the leader while waiting; the write may still apply")
 	// errCanceled: the client went away before its answer; nobody reads it.
 	errCanceled = errors.New("request canceled by the client")
+	errQuota    = errors.New("quota exceeded")
 	// errStoppingMid: the member stopped after raft may have taken the
 	// proposal, which the rest of the cluster may then commit.
 	errStoppingMid = fmt.Errorf("%w; the write may still apply", errStopping)
@@ -177,6 +178,8 @@ func failureReason(err error) string {
 		return "stopping"
 	case errors.Is(err, errCanceled):
 		return "canceled"
+	case errors.Is(err, errQuota):
+		return "quota"
 	default:
 		return "other"
 	}

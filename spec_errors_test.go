@@ -108,7 +108,7 @@ func TestSpecErrors(t *testing.T) {
 		}
 		m := slow.members[lead]
 		srv := httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, newStatusReporter(m.rc, m.kvs, m.members), httpConfig{
-			RequestTimeout: 400 * time.Millisecond, MaxRequestBytes: 1 << 20, RetryAfter: time.Second,
+			RequestTimeout: 400 * time.Millisecond, MaxRequestBytes: 1 << 20, MaxKeyBytes: 8 << 10, RetryAfter: time.Second,
 			Logger: m.cfg.Logger, Metrics: m.cfg.Metrics,
 		}))
 		defer srv.Close()

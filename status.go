@@ -24,6 +24,7 @@ type memberStatus struct {
 	SnapshotIndex uint64       `json:"snapshotIndex"`
 	Members       []memberInfo `json:"members"`
 	Keys          int          `json:"keys"`
+	StateBytes    int64        `json:"stateBytes"` // keys plus values, as --quota-bytes counts them
 	WALBytes      int64        `json:"walBytes"`
 	SnapshotBytes int64        `json:"snapshotBytes"`
 	Version       string       `json:"version"`
@@ -55,6 +56,7 @@ func (s *statusReporter) Status() memberStatus {
 		SnapshotIndex: snap.GetMetadata().GetIndex(),
 		Members:       s.members.Members(),
 		Keys:          s.kvs.len(),
+		StateBytes:    s.kvs.stateBytes.Load(),
 		WALBytes:      walBytes(s.rc.waldir),
 		SnapshotBytes: dirSize(s.rc.snapdir),
 		Version:       version,

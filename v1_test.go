@@ -688,10 +688,17 @@ func TestV1WatchResume(t *testing.T) {
 	checkEvents(t, w.events(t, len(all), 5*time.Second), all)
 	live := wantEvent{"put", "r/live", "l", mustPut(t, base, "r/live", "l")}
 	checkEvents(t, w.events(t, 1, 5*time.Second), []wantEvent{live})
-	// A revision in the future: only later changes.
-	w = openWatch(t, base, fmt.Sprintf("key=r/live&rev=%d", live.rev+1000))
-	later := wantEvent{"put", "r/live", "m", mustPut(t, base, "r/live", "m")}
-	checkEvents(t, w.events(t, 1, 5*time.Second), []wantEvent{later})
+	// A revision in the future: only the changes after it, once the member
+	// gets there; the ones up to it are never delivered.
+	future := live.rev + 5
+	w = openWatch(t, base, fmt.Sprintf("key=r/live&rev=%d", future))
+	var later []wantEvent
+	for i := 0; len(later) < 2; i++ {
+		if e := (wantEvent{"put", "r/live", fmt.Sprint(i), mustPut(t, base, "r/live", fmt.Sprint(i))}); e.rev > future {
+			later = append(later, e)
+		}
+	}
+	checkEvents(t, w.events(t, 2, 5*time.Second), later)
 }
 
 // Asking for history older than the retained window is 410 Gone; the
@@ -901,8 +908,8 @@ func watchFrom(t *testing.T, base string, rev, last uint64) []string {
 	}
 }
 
-// A watcher that stops reading is cut off once watchBuffer events are
-// waiting for it: it gets every event up to the cut, in order, then a final
+// A watcher that stops reading is cut off once its queue is full (by
+// revisions or by bytes): it gets every event up to the cut, in order, then a final
 // cutoff event naming the last revision it got, and the stream ends. Writes
 // never wait for it.
 func TestV1SlowWatcherCutOff(t *testing.T) {
@@ -973,8 +980,11 @@ func TestV1SlowWatcherCutOff(t *testing.T) {
 		}
 		got = append(got, e)
 	}
-	if len(got) < watchBuffer || len(got) >= len(want) {
-		t.Fatalf("watcher got %d of %d events before the cut, want at least %d and not all", len(got), len(want), watchBuffer)
+	// The queue took whole transactions up to its byte bound.
+	txnBytes := perTxn * int(eventBytes(event{Key: "s/0000/000", Value: []byte(value)}))
+	queued := defaultWatchQueueBytes / txnBytes * perTxn
+	if len(got) < queued || len(got) >= len(want) {
+		t.Fatalf("watcher got %d of %d events before the cut, want at least %d and not all", len(got), len(want), queued)
 	}
 	checkEvents(t, got, want[:len(got)])
 	if cut.Type != "cutoff" || cut.Rev != got[len(got)-1].Rev || !strings.Contains(cut.Error, fmt.Sprint(cut.Rev)) {
@@ -988,16 +998,15 @@ func TestV1SlowWatcherCutOff(t *testing.T) {
 	}
 }
 
-// Resuming after a cutoff with the revision the cutoff event names gets
-// every change the watcher missed, exactly once, also when the cut falls
-// inside a transaction (one revision, many events).
-func TestV1WatchResumeAfterCutOffInsideTxn(t *testing.T) {
+// A transaction with more events than a watcher queues revisions reaches
+// the watcher whole, with no cutoff: the queue holds whole revisions, and
+// takes one of any size when it is empty. (Watchers were cut off by any
+// transaction of more than 1024 matching puts.)
+func TestV1WatchGetsLargeTxnWhole(t *testing.T) {
 	c := newTestClusterWithHistory(t, 1, 100000, nil)
 	base := c.members[0].srv.URL
 	w := openWatch(t, base, "prefix=big/")
-	// One transaction with more events than a watcher buffers: applying it
-	// queues them all at once, faster than any stream can send them.
-	ops := make([]txnOpJSON, 3*watchBuffer)
+	ops := make([]txnOpJSON, 3*defaultWatchQueueRevisions)
 	for i := range ops {
 		ops[i] = putOp(fmt.Sprintf("big/%05d", i), "v")
 	}
@@ -1011,41 +1020,9 @@ func TestV1WatchResumeAfterCutOffInsideTxn(t *testing.T) {
 	for _, o := range ops {
 		want = append(want, wantEvent{"put", o.Key, "v", tr.Rev})
 	}
-	var got []watchEvent
-	var cut *watchEvent
-	for cut == nil && len(got) < len(want) {
-		e, ok := w.nextEvent(t, 10*time.Second)
-		switch {
-		case !ok:
-			t.Fatalf("stream ended after %d events without a cutoff event: %v", len(got), w.err)
-		case e.name == "cutoff":
-			cut = &e
-		default:
-			got = append(got, e)
-		}
-	}
-	if cut == nil {
-		t.Fatal("a transaction larger than the watch buffer did not cut the watcher off")
-	}
-	t.Logf("cut off after %d of %d events of revision %d; resuming after revision %d", len(got), len(want), tr.Rev, cut.Rev)
-	checkEvents(t, got, want[:len(got)])
-	resumed := openWatch(t, base, fmt.Sprintf("prefix=big/&rev=%d", cut.Rev))
-	mark := mustPut(t, base, "big/zz-after", "end") // the resumed watch ends at this event
-	for {
-		e, ok := resumed.nextEvent(t, 10*time.Second)
-		if !ok {
-			t.Fatalf("resumed watch ended: %v", resumed.err)
-		}
-		if e.Rev == mark {
-			break
-		}
-		got = append(got, e)
-	}
-	if len(got) != len(want) {
-		t.Fatalf("before and after the cut the watcher got %d events of revision %d, want %d: %d changes were lost",
-			len(got), tr.Rev, len(want), len(want)-len(got))
-	}
-	checkEvents(t, got, want)
+	mark := mustPut(t, base, "big/zz-after", "end")
+	want = append(want, wantEvent{"put", "big/zz-after", "end", mark})
+	checkEvents(t, w.events(t, len(want), 10*time.Second), want)
 }
 
 // openStalledWatch starts a watch over a raw connection, reads the response

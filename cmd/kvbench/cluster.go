@@ -406,21 +406,48 @@ func memoryOf(pid int) (rss, hwm int64, err error) {
 }
 
 // reportMemory prints each member's memory: resident, peak resident, and
-// the Go heap in use that its /metrics reports.
-func (c *cluster) reportMemory(ctx context.Context, target string, w io.Writer) {
+// the Go heap in use that its /metrics reports; for raftexample also what
+// its byte bounds hold (state, raft's log, watch history, in MiB) and the
+// size of its newest snapshot state file. when labels the moment.
+func (c *cluster) reportMemory(ctx context.Context, target, when string, w io.Writer) {
 	for i, p := range c.procs {
 		rss, hwm, err := memoryOf(p.cmd.Process.Pid)
 		if err != nil {
 			fmt.Fprintf(w, "kvbench: memory of %s: %v\n", p.name, err)
 			continue
 		}
-		heap := "-"
-		if v, err := fetchMetric(ctx, http.DefaultClient, p.endpoint, "go_memstats_heap_inuse_bytes", 5*time.Second); err == nil {
-			heap = fmt.Sprintf("%.1f", v/(1<<20))
+		mib := func(metric string) string {
+			if v, err := fetchMetric(ctx, http.DefaultClient, p.endpoint, metric, 5*time.Second); err == nil {
+				return fmt.Sprintf("%.1f", v/(1<<20))
+			}
+			return "-"
 		}
-		fmt.Fprintf(w, "kvbench: memory target=%s member=%d pid=%d rss_mb=%.1f hwm_mb=%.1f heap_inuse_mb=%s\n",
-			target, i+1, p.cmd.Process.Pid, float64(rss)/(1<<20), float64(hwm)/(1<<20), heap)
+		fmt.Fprintf(w, "kvbench: memory when=%s target=%s member=%d pid=%d rss_mb=%.1f hwm_mb=%.1f heap_inuse_mb=%s",
+			when, target, i+1, p.cmd.Process.Pid, float64(rss)/(1<<20), float64(hwm)/(1<<20), mib("go_memstats_heap_inuse_bytes"))
+		if target == "raftexample" {
+			snapDir := filepath.Join(c.dir, fmt.Sprintf("member-%d", i+1), fmt.Sprintf("raftexample-%d-snap", i+1))
+			fmt.Fprintf(w, " state_mb=%s raft_log_mb=%s watch_history_mb=%s snap_db_mb=%.1f",
+				mib("raftexample_state_bytes"), mib("raftexample_raft_log_bytes"), mib("raftexample_watch_history_bytes"),
+				float64(newestFileSize(snapDir, ".snap.db"))/(1<<20))
+		}
+		fmt.Fprintln(w)
 	}
+}
+
+// newestFileSize returns the size of the newest file in dir whose name ends
+// in suffix, or 0.
+func newestFileSize(dir, suffix string) int64 {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*"+suffix))
+	var newest os.FileInfo
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && (newest == nil || fi.ModTime().After(newest.ModTime())) {
+			newest = fi
+		}
+	}
+	if newest == nil {
+		return 0
+	}
+	return newest.Size()
 }
 
 // restartFollower stops a follower with sig, starts it again on the same

@@ -99,6 +99,9 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if o.rss {
+		c.reportMemory(ctx, o.target, "before", stdout)
+	}
 	if o.op != "load" {
 		for r := 1; r <= o.runs; r++ {
 			if err := runAndReport(ctx, o, o.op, ws, clients, c.pids(), endpoints, r, o.runs, stdout, stderr); err != nil {
@@ -107,7 +110,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 	}
 	if o.rss {
-		c.reportMemory(ctx, o.target, stdout)
+		c.reportMemory(ctx, o.target, "after", stdout)
 	}
 	if o.restart != "" {
 		sig := syscall.SIGTERM

@@ -111,7 +111,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.loadLimit, "load-limit", 10*time.Minute, "longest -load may take")
 	fs.StringVar(&o.restart, "restart", "", "with -cluster: afterwards stop a follower with SIGKILL (kill) or SIGTERM (term), start it again and time it until it serves a GET")
 	fs.IntVar(&o.restarts, "restart-count", 1, "how many times -restart restarts a follower (one line each)")
-	fs.BoolVar(&o.rss, "rss", false, "with -cluster: report each member's resident memory after the runs")
+	fs.BoolVar(&o.rss, "rss", false, "with -cluster: report each member's resident memory before and after the runs (raftexample: also what its byte bounds hold)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the clients' random key choice")
 	fs.BoolVar(&o.snapshotSplit, "snapshot-split", false, "-target raftexample: poll every member's /metrics every 20 ms during the measured time and report, besides the totals,"+
 		" the latencies of operations that overlapped a snapshot (some member's raftexample_snapshot_in_progress was 1) and of the others")
