@@ -37,6 +37,9 @@ type raftConfig struct {
 	ID            uint64
 	Peers         []string // --cluster; entry ID-1 is this member's own URL
 	Join          bool
+	// ClusterToken (--initial-cluster-token) is mixed into a new cluster's
+	// ID, so clusters bootstrapped from the same --cluster list differ.
+	ClusterToken string
 	DataDir       string
 	SnapshotCount uint64
 	// SnapshotLogRatio also holds a snapshot back until the entries applied
@@ -104,6 +107,9 @@ type raftNode struct {
 
 	waldir  string
 	snapdir string
+
+	clusterID   uint64 // stamped on every peer message; set by openStorage
+	walMetadata []byte // as read from the WAL at start
 
 	getSnapshot func() func(io.Writer) error
 
@@ -269,19 +275,26 @@ func (rc *raftNode) startRaft() error {
 		}
 		rc.node = raft.StartNode(c, peers)
 	}
-	if err := rc.startTransport(); err != nil {
+	if err := rc.startTransport(restart); err != nil {
 		rc.node.Stop()
 		rc.wal.Close()
 		return err
 	}
+	if restart && !rc.cfg.Join {
+		rc.wg.Add(1)
+		go rc.warnIfClusterDiffers(rc.bootCommit)
+	}
 	return nil
 }
 
-func (rc *raftNode) startTransport() error {
+// startTransport starts rafthttp and the peer server. A member restarting
+// from its data dials only the members stored there (added as its log and
+// snapshot are applied): --cluster may name another cluster's members.
+func (rc *raftNode) startTransport(restart bool) error {
 	rc.transport = &rafthttp.Transport{
 		Logger:      rc.logger,
 		ID:          types.ID(rc.cfg.ID),
-		ClusterID:   0x1000,
+		ClusterID:   types.ID(rc.clusterID), // rafthttp refuses, and logs, other clusters' messages
 		Raft:        rc,
 		ServerStats: stats.NewServerStats("", ""),
 		LeaderStats: stats.NewLeaderStats(rc.logger, strconv.FormatUint(rc.cfg.ID, 10)),
@@ -297,10 +310,10 @@ func (rc *raftNode) startTransport() error {
 		rc.transport.Stop()
 		return err
 	}
-	// --cluster names the peers to dial first; members added at run time
-	// come from the snapshot and the log.
+	// A new or joining member dials the peers --cluster names first;
+	// members added at run time come from the snapshot and the log.
 	for i, u := range rc.cfg.Peers {
-		if id := uint64(i + 1); id != rc.cfg.ID && !rc.members.isRemoved(id) {
+		if id := uint64(i + 1); !restart && id != rc.cfg.ID && !rc.members.isRemoved(id) {
 			rc.transport.AddPeer(types.ID(id), []string{u})
 		}
 	}
@@ -328,6 +341,7 @@ func (rc *raftNode) startTransport() error {
 	mux.Handle(rafthttp.RaftPrefix, rc.transport.Handler())
 	mux.Handle(rafthttp.RaftPrefix+"/", rc.transport.Handler())
 	mux.HandleFunc(membersPath, rc.serveMembers)
+	mux.HandleFunc(clusterIDPath, rc.serveClusterID)
 	rc.peerServer = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(rc.logger)}
 	rc.wg.Add(1)
 	go func() {
