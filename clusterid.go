@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 )
 
@@ -359,6 +361,30 @@ func validateClusterFlags(c config) error {
 	}
 	if len(tls.AllowedCNs) > 0 && !tls.ClientCertAuth {
 		return errors.New("--peer-cert-allowed-cn needs --peer-client-cert-auth (peers must present a certificate)")
+	}
+	return nil
+}
+
+// checkPeerMessage refuses peer messages that raft would trust to its own
+// harm. rafthttp already refuses other clusters' messages and removed
+// members' streams; what is left is a message meant for another member, one
+// claiming to come from this member or from no member (two processes
+// started with one ID), one from a removed member, and an append
+// acknowledgement beyond the end of this member's log: raft's leader would
+// then need entries it does not have, fall back to a snapshot and, with
+// none taken yet, panic ("need non-empty snapshot"). A stale member from
+// another cluster sharing this one's ID used to do exactly that. Dropping
+// a message is always safe for raft: the network may lose any.
+func (rc *raftNode) checkPeerMessage(m *raftpb.Message) error {
+	switch from := m.GetFrom(); {
+	case m.GetTo() != rc.cfg.ID:
+		return fmt.Errorf("addressed to member %d, not to this member %d", m.GetTo(), rc.cfg.ID)
+	case from == raft.None || from == rc.cfg.ID:
+		return fmt.Errorf("claims to come from member %d", from)
+	case rc.members.isRemoved(from):
+		return fmt.Errorf("member %d was removed", from)
+	case m.GetType() == raftpb.MsgAppResp && !m.GetReject() && m.GetIndex() > rc.lastIndex.Load():
+		return fmt.Errorf("acknowledges index %d beyond this member's last index %d", m.GetIndex(), rc.lastIndex.Load())
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func (c *cluster) checkAdd(id uint64, u string) error {
 	}
 	for other, ou := range c.members {
 		if co, err := canonicalPeerURL(ou); ou == u || err == nil && co == cu {
-			return fmt.Errorf("%w: peer URL %s is the address of member %d (%s)", errConflict, u, other, ou)
+			return fmt.Errorf("%w: peer URL %s is already used by member %d (%s)", errConflict, u, other, ou)
 		}
 	}
 	return nil

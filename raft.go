@@ -129,6 +129,7 @@ type raftNode struct {
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
 	lastConfIndex atomic.Uint64                    // newest membership change appended to the log
+	lastIndex     atomic.Uint64                    // last index of raft's log, for checkPeerMessage
 	snapshotting  atomic.Bool
 	stateBytes    atomic.Int64 // size of the newest snapshot's state file
 	bootCommit    uint64       // commit index found in the WAL at start
@@ -247,6 +248,7 @@ func (rc *raftNode) startRaft() error {
 	if err != nil {
 		return err
 	}
+	rc.lastIndex.Store(rc.bootLast)
 	c := &raft.Config{
 		ID:                        rc.cfg.ID,
 		ElectionTick:              rc.cfg.ElectionTicks,
@@ -510,6 +512,9 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	if n := len(rd.Entries); becameLeader && n > 0 {
 		// Its first entry, the empty one raft appends, is in this Ready.
 		rc.leaderStart.Store(rd.Entries[n-1].GetIndex())
+	}
+	if n := len(rd.Entries); n > 0 {
+		rc.lastIndex.Store(rd.Entries[n-1].GetIndex()) // before any MsgApp for them leaves
 	}
 	rc.reads.deliver(rd.ReadStates)
 	rc.noteConfChanges(rd.Entries)
@@ -939,6 +944,11 @@ func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
 // The rafthttp.Raft interface: how the transport hands messages to raft.
 
 func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
+	if err := rc.checkPeerMessage(m); err != nil {
+		rc.logger.Warn("dropping a peer message", zap.Uint64("from", m.GetFrom()), zap.Uint64("to", m.GetTo()),
+			zap.Stringer("type", m.GetType()), zap.Uint64("term", m.GetTerm()), zap.Error(err))
+		return nil // not an error for rafthttp: it would report the peer unreachable
+	}
 	if m.GetType() == raftpb.MsgReadIndex && rc.reads.answerFollower(m) {
 		return nil
 	}
