@@ -137,6 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "raftexample:", err)
 		return 2
 	}
+	cfg.raft.PeerListenAddr = os.Getenv("RAFTEXAMPLE_PEER_LISTEN") // tests only: see raftConfig
 	logger, err := newLogger(cfg.logLevel, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "raftexample:", err)

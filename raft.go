@@ -68,6 +68,12 @@ type raftConfig struct {
 	// PeerListener, when set, serves raft peers instead of listening on this
 	// member's URL (tests use it to hold a free port without racing).
 	PeerListener net.Listener
+	// PeerListenAddr, when set, is the host:port to listen on for peers
+	// instead of this member's own --cluster URL, which is then only what
+	// the others dial: the fault tests put a proxy there, and every member
+	// must be given the same --cluster list to agree on the cluster ID. main
+	// sets it from RAFTEXAMPLE_PEER_LISTEN.
+	PeerListenAddr string
 }
 
 // checkScheme requires https:// peer URLs with peer TLS and http:// without.
@@ -326,9 +332,13 @@ func (rc *raftNode) startTransport(restart bool) error {
 		sl = wrapStoppable(rc.cfg.PeerListener.(*net.TCPListener), rc.stopc)
 	} else {
 		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
-		if sl, err = newStoppableListener(u.Host, rc.stopc); err != nil {
+		addr := u.Host
+		if rc.cfg.PeerListenAddr != "" {
+			addr = rc.cfg.PeerListenAddr
+		}
+		if sl, err = newStoppableListener(addr, rc.stopc); err != nil {
 			rc.transport.Stop()
-			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
+			return fmt.Errorf("listen for peers on %s: %w", addr, err)
 		}
 	}
 	var ln net.Listener = sl
