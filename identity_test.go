@@ -405,3 +405,62 @@ func TestClusterFlagValidation(t *testing.T) {
 		}
 	}
 }
+
+// Stale data from another cluster: member 1 ran alone and wrote a key; then
+// three members are started with a three-URL --cluster in the same data
+// dir. Member 2 used to panic ("need non-empty snapshot") and member 1 led a
+// cluster of its own beside theirs. Now nobody crashes, members 2 and 3
+// elect a leader and serve, member 1 warns that --cluster disagrees with
+// its data and runs alone in its own cluster, and the cluster ID mismatch
+// is logged where the foreign messages arrive.
+func TestProcessStaleDataOtherCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four processes")
+	}
+	c := newProcCluster(t, 3)
+	solo := newProc(t, "member 1 alone", c.dataDir, filepath.Join(c.dataDir, "solo.log"),
+		append([]string{raftexampleBin, "--id", "1", "--cluster", c.peers[0],
+			"--port", fmt.Sprint(c.ports[0]), "--data-dir", c.dataDir}, fastRaft...)...)
+	solo.start()
+	waitWritable(t, c.url(1))
+	putOK(t, c.url(1), "solo", "1")
+	solo.terminate(0)
+
+	for _, m := range c.members {
+		m.start()
+	}
+	waitWritable(t, c.url(2))
+	putOK(t, c.url(3), "three", "3")
+	waitKeys(t, c.url(2), present(map[string]string{"three": "3"}))
+	waitKeys(t, c.url(2), map[string]*string{"solo": nil})
+
+	eventually(t, startTimeout, func() error {
+		out := c.member(1).output()
+		for _, want := range []string{"--cluster disagrees with the membership stored", "request cluster ID mismatch"} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("member 1 has not logged %q yet", want)
+			}
+		}
+		return nil
+	})
+	st1, st2 := mustStatus(t, c.url(1)), mustStatus(t, c.url(2))
+	if st1.ClusterID == st2.ClusterID {
+		t.Errorf("member 1 (stale data) and member 2 report the same cluster ID %s", st1.ClusterID)
+	}
+	if len(st1.Members) != 1 {
+		t.Errorf("member 1 runs with members %+v, want its stored one-member cluster", st1.Members)
+	}
+	if st2.Leader == 1 || st2.Leader == 0 {
+		t.Errorf("members 2 and 3 see leader %d, want 2 or 3", st2.Leader)
+	}
+	// Member 1 never hears of the three-member cluster's writes.
+	waitKeys(t, c.url(1), map[string]*string{"three": nil})
+	for id := 1; id <= 3; id++ {
+		if !c.member(id).running() {
+			t.Errorf("member %d exited: %v", id, c.member(id).err)
+		}
+		if out := c.member(id).output(); strings.Contains(out, "panic") {
+			t.Errorf("member %d panicked:\n%s", id, tailFile(c.member(id).log, 20))
+		}
+	}
+}

@@ -382,3 +382,43 @@ func TestTLSFlagValidation(t *testing.T) {
 		}
 	}
 }
+
+// With one CA for peers and clients, --peer-cert-allowed-cn tells them apart
+// on the peer port: a client certificate (another CN) cannot add learner 9
+// through /raftexample/members, while the members replicate as before.
+func TestPeerAllowedCN(t *testing.T) {
+	certDir := t.TempDir()
+	ca := newTestCA(t, certDir, "ca")
+	peerCert := ca.issue(t, certDir, "peer")
+	clientCert := ca.issue(t, certDir, "client")
+	lns, peers := freeListeners(t, 3)
+	for i, ln := range lns {
+		peers[i] = "https://" + ln.Addr().String()
+	}
+	c := &testCluster{t: t, dir: t.TempDir(), peers: peers}
+	for i := range 3 {
+		cfg := testRaftConfig(t, uint64(i+1), peers, c.dir)
+		cfg.PeerListener = lns[i]
+		cfg.PeerTLS = transport.TLSInfo{CertFile: peerCert.certFile, KeyFile: peerCert.keyFile,
+			TrustedCAFile: ca.certFile, ClientCertAuth: true, AllowedCNs: []string{"peer"}}
+		c.members = append(c.members, startMember(t, cfg))
+	}
+	lead := c.waitLeader()
+	leaderPeer := peers[lead-1]
+	body := `{"op":"add","id":9,"peerURL":"https://127.0.0.1:1","learner":true}`
+	refused(t, "peer port, client certificate", "remote error: tls", ca.httpsClient(t, &clientCert), http.MethodPost, leaderPeer+membersPath, body)
+	for i, m := range c.members {
+		key := fmt.Sprintf("cn-%d", i)
+		putOK(t, m.srv.URL, key, "ok")
+		for _, other := range c.members {
+			getLinearizable(t, other.srv.URL, key, "ok")
+		}
+	}
+	if ms := mustMembers(t, c.members[0].srv.URL); len(ms) != 3 {
+		t.Errorf("members = %+v, want the three peers only", ms)
+	}
+	// The peers' own certificate still works on the port.
+	if r, err := send(context.Background(), ca.httpsClient(t, &peerCert), http.MethodGet, leaderPeer+"/raft/probing", ""); err != nil || r.code != http.StatusOK {
+		t.Errorf("GET /raft/probing with the peer certificate: %v %+v, want 200", err, r)
+	}
+}
