@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -387,4 +388,46 @@ func (rc *raftNode) checkPeerMessage(m *raftpb.Message) error {
 		return fmt.Errorf("acknowledges index %d beyond this member's last index %d", m.GetIndex(), rc.lastIndex.Load())
 	}
 	return nil
+}
+
+// foreignWarnEvery is how often the same foreign cluster's peer is reported.
+const foreignWarnEvery = time.Minute
+
+// foreignPeers remembers when each foreign peer was last reported, so a
+// peer that retries every heartbeat is one warning a minute, not hundreds.
+type foreignPeers struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// refuseOtherClusters wraps rafthttp's handler: rafthttp refuses a request
+// that carries another cluster's ID (and logs it among its own chatter);
+// this says plainly, at warn, what is going on and what usually causes it.
+func (rc *raftNode) refuseOtherClusters(h http.Handler) http.Handler {
+	own := types.ID(rc.clusterID).String()
+	seen := &foreignPeers{last: map[string]time.Time{}}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if cid := r.Header.Get("X-Etcd-Cluster-ID"); cid != "" && cid != own {
+			from := r.Header.Get("X-Server-From")
+			if seen.due(from+"/"+cid, time.Now()) {
+				rc.logger.Warn("refusing messages from a member of another cluster (cluster ID mismatch); is one of the members running on another cluster's data dir, or with another --cluster or --initial-cluster-token?",
+					zap.String("remote-member", from), zap.String("remote-cluster-id", cid),
+					zap.String("local-cluster-id", own), zap.String("remote-addr", r.RemoteAddr))
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (f *foreignPeers) due(key string, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if last, ok := f.last[key]; ok && now.Sub(last) < foreignWarnEvery {
+		return false
+	}
+	if len(f.last) > 1024 { // bounded, whatever the peers send
+		clear(f.last)
+	}
+	f.last[key] = now
+	return true
 }

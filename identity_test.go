@@ -436,7 +436,7 @@ func TestProcessStaleDataOtherCluster(t *testing.T) {
 
 	eventually(t, startTimeout, func() error {
 		out := c.member(1).output()
-		for _, want := range []string{"--cluster disagrees with the membership stored", "request cluster ID mismatch"} {
+		for _, want := range []string{"--cluster disagrees with the membership stored", "refusing messages from a member of another cluster"} {
 			if !strings.Contains(out, want) {
 				return fmt.Errorf("member 1 has not logged %q yet", want)
 			}
@@ -462,5 +462,17 @@ func TestProcessStaleDataOtherCluster(t *testing.T) {
 		if out := c.member(id).output(); strings.Contains(out, "panic") {
 			t.Errorf("member %d panicked:\n%s", id, tailFile(c.member(id).log, 20))
 		}
+	}
+}
+
+// The warning about a foreign cluster's peer is rate-limited per peer.
+func TestForeignPeerWarningRateLimited(t *testing.T) {
+	f := &foreignPeers{last: map[string]time.Time{}}
+	now := time.Now()
+	if !f.due("2/abc", now) || f.due("2/abc", now.Add(foreignWarnEvery/2)) || !f.due("3/abc", now) {
+		t.Fatal("first report of each peer must be due, a repeat within the interval not")
+	}
+	if !f.due("2/abc", now.Add(foreignWarnEvery)) {
+		t.Error("a repeat after the interval must be due")
 	}
 }

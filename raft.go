@@ -350,8 +350,9 @@ func (rc *raftNode) startTransport(restart bool) error {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle(rafthttp.RaftPrefix, rc.transport.Handler())
-	mux.Handle(rafthttp.RaftPrefix+"/", rc.transport.Handler())
+	raftHandler := rc.refuseOtherClusters(rc.transport.Handler())
+	mux.Handle(rafthttp.RaftPrefix, raftHandler)
+	mux.Handle(rafthttp.RaftPrefix+"/", raftHandler)
 	mux.HandleFunc(membersPath, rc.serveMembers)
 	mux.HandleFunc(clusterIDPath, rc.serveClusterID)
 	rc.peerServer = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(rc.logger)}
