@@ -34,12 +34,9 @@ var errRemoved = errors.New("this member was removed from the cluster")
 // raftConfig configures one raft member. Zero durations and counts are not
 // defaults: main fills every field from flags.
 type raftConfig struct {
-	ID    uint64
-	Peers []string // --cluster; entry ID-1 is this member's own URL
-	Join  bool
-	// ClusterToken (--initial-cluster-token) is mixed into a new cluster's
-	// ID, so clusters bootstrapped from the same --cluster list differ.
-	ClusterToken  string
+	ID            uint64
+	Peers         []string // --cluster; entry ID-1 is this member's own URL
+	Join          bool
 	DataDir       string
 	SnapshotCount uint64
 	// SnapshotLogRatio also holds a snapshot back until the entries applied
@@ -57,6 +54,10 @@ type raftConfig struct {
 	ReadTimeout      time.Duration // longest a ReadIndex round may take
 	Logger           *zap.Logger
 	Metrics          *metrics
+
+	// ClusterToken (--initial-cluster-token) is mixed into a new cluster's
+	// ID, so clusters bootstrapped from the same --cluster list differ.
+	ClusterToken string
 
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
