@@ -224,9 +224,8 @@ func (rc *raftNode) fetchClusterID() (uint64, error) {
 	defer cancel()
 	retry := time.NewTicker(rc.cfg.electionTimeout() / 2)
 	defer retry.Stop()
-	var errs []error
+	lastErr := make([]error, len(rc.cfg.Peers)) // each peer's last answer before the deadline
 	for {
-		errs = errs[:0]
 		for i, peer := range rc.cfg.Peers {
 			if uint64(i+1) == rc.cfg.ID {
 				continue
@@ -236,13 +235,15 @@ func (rc *raftNode) fetchClusterID() (uint64, error) {
 				rc.logger.Info("learned the cluster ID from a peer", zap.String("peer", peer), zap.Stringer("cluster-id", types.ID(id)))
 				return id, nil
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", peer, err))
+			if ctx.Err() == nil || lastErr[i] == nil {
+				lastErr[i] = fmt.Errorf("%s: %w", peer, err)
+			}
 		}
 		select {
 		case <-retry.C:
 		case <-ctx.Done():
 			return 0, fmt.Errorf("--join: no peer in --cluster told the cluster ID within %v: %w",
-				joinLookupTimeouts*rc.cfg.electionTimeout(), errors.Join(errs...))
+				joinLookupTimeouts*rc.cfg.electionTimeout(), errors.Join(lastErr...))
 		case <-rc.stopc:
 			return 0, errStopping
 		}
