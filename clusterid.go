@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // This file gives a cluster its identity (SPEC §10): the cluster ID that
@@ -431,4 +432,39 @@ func (f *foreignPeers) due(key string, now time.Time) bool {
 	}
 	f.last[key] = now
 	return true
+}
+
+// clusterMismatchLogs are rafthttp's log lines about a peer of another
+// cluster. rafthttp writes one for every refused message, at warn or error,
+// and a foreign peer retries every heartbeat: several lines a second.
+var clusterMismatchLogs = map[string]bool{
+	"request cluster ID mismatch":                                        true,
+	"request sent was ignored by remote peer due to cluster ID mismatch": true,
+	"request sent was ignored due to cluster ID mismatch":                true,
+}
+
+// quietClusterMismatch returns the transport's logger: each of rafthttp's
+// cluster ID mismatch lines keeps its level once a minute and goes to debug
+// in between, so the mismatch stays plain in the log without burying it.
+func quietClusterMismatch(lg *zap.Logger) *zap.Logger {
+	seen := &foreignPeers{last: map[string]time.Time{}}
+	return lg.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return mismatchLimiter{Core: c, seen: seen}
+	}))
+}
+
+type mismatchLimiter struct {
+	zapcore.Core
+	seen *foreignPeers
+}
+
+func (c mismatchLimiter) With(fields []zapcore.Field) zapcore.Core {
+	return mismatchLimiter{Core: c.Core.With(fields), seen: c.seen}
+}
+
+func (c mismatchLimiter) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if clusterMismatchLogs[ent.Message] && !c.seen.due(ent.Message, ent.Time) {
+		ent.Level = zapcore.DebugLevel
+	}
+	return c.Core.Check(ent, ce)
 }

@@ -443,6 +443,19 @@ func TestProcessStaleDataOtherCluster(t *testing.T) {
 		}
 		return nil
 	})
+	// The mismatch is plain, not a flood: rafthttp's own line for each
+	// refused message goes to debug after the first each minute.
+	for id := 1; id <= 3; id++ {
+		lines := 0
+		for _, l := range strings.Split(c.member(id).output(), "\n") {
+			if strings.Contains(l, "cluster ID mismatch") && !strings.Contains(l, "\tdebug\t") {
+				lines++
+			}
+		}
+		if lines > 6 {
+			t.Errorf("member %d logged %d lines about the cluster ID mismatch, want a few", id, lines)
+		}
+	}
 	st1, st2 := mustStatus(t, c.url(1)), mustStatus(t, c.url(2))
 	if st1.ClusterID == st2.ClusterID {
 		t.Errorf("member 1 (stale data) and member 2 report the same cluster ID %s", st1.ClusterID)

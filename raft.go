@@ -301,7 +301,7 @@ func (rc *raftNode) startRaft() error {
 // snapshot are applied): --cluster may name another cluster's members.
 func (rc *raftNode) startTransport(restart bool) error {
 	rc.transport = &rafthttp.Transport{
-		Logger:      rc.logger,
+		Logger:      quietClusterMismatch(rc.logger),
 		ID:          types.ID(rc.cfg.ID),
 		ClusterID:   types.ID(rc.clusterID), // rafthttp refuses, and logs, other clusters' messages
 		Raft:        rc,
