@@ -345,6 +345,9 @@ func validateClusterFlags(c config) error {
 		if err == nil {
 			err = validatePeerURL(u)
 		}
+		if err == nil {
+			err = c.raft.checkScheme(u)
+		}
 		if err != nil {
 			return fmt.Errorf("--cluster entry %d: %w", i+1, err)
 		}

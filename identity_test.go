@@ -398,6 +398,7 @@ func TestClusterFlagValidation(t *testing.T) {
 		{[]string{"--id", "5", "--cluster", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3,http://127.0.0.1:4"}, "no entry in --cluster"},
 		{[]string{"--id", "0"}, "no entry in --cluster"},
 		{[]string{"--peer-cert-allowed-cn", "peer"}, "--peer-client-cert-auth"},
+		{[]string{"--cluster", "https://127.0.0.1:1"}, "must start with http://"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(append(tc.args, "--data-dir", t.TempDir(), "--port", "0"), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tc.want) {

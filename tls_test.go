@@ -352,8 +352,8 @@ func TestTLSFlagValidation(t *testing.T) {
 		{"CA without cert", []string{"--trusted-ca-file", ca.certFile}, 2, []string{"--cert-file"}},
 		{"peer cert without key", []string{"--peer-cert-file", cert.certFile}, 2, []string{"--peer-key-file"}},
 		{"peer auth without CA", []string{"--peer-cert-file", cert.certFile, "--peer-key-file", cert.keyFile, "--peer-client-cert-auth"}, 2, []string{"--peer-trusted-ca-file"}},
-		{"https cluster without peer TLS", []string{"--cluster", "https://" + peer}, 1, []string{"--cluster", "https://" + peer, "peer TLS"}},
-		{"http cluster with peer TLS", []string{"--cluster", "http://" + peer, "--peer-cert-file", cert.certFile, "--peer-key-file", cert.keyFile}, 1, []string{"--cluster", "https://"}},
+		{"https cluster without peer TLS", []string{"--cluster", "https://" + peer}, 2, []string{"--cluster", "https://" + peer, "peer TLS"}},
+		{"http cluster with peer TLS", []string{"--cluster", "http://" + peer, "--peer-cert-file", cert.certFile, "--peer-key-file", cert.keyFile}, 2, []string{"--cluster", "https://"}},
 		{"missing cert file", []string{"--cert-file", missing, "--key-file", missing}, 1, []string{missing}},
 	} {
 		args := append([]string{"--port", "0", "--data-dir", t.TempDir()}, tc.args...)
