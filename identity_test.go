@@ -457,6 +457,13 @@ func TestProcessStaleDataOtherCluster(t *testing.T) {
 			t.Errorf("member %d logged %d lines about the cluster ID mismatch, want a few", id, lines)
 		}
 	}
+	// Member 1 dials only the membership stored in its data (itself), not
+	// the --cluster members: 2 and 3 never hear from it.
+	for id := 2; id <= 3; id++ {
+		if out := c.member(id).output(); strings.Contains(out, `"remote-member": "1"`) {
+			t.Errorf("member %d was dialled by member 1, which should dial only its stored membership", id)
+		}
+	}
 	st1, st2 := mustStatus(t, c.url(1)), mustStatus(t, c.url(2))
 	if st1.ClusterID == st2.ClusterID {
 		t.Errorf("member 1 (stale data) and member 2 report the same cluster ID %s", st1.ClusterID)
