@@ -471,3 +471,19 @@ func (c mismatchLimiter) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zap
 	}
 	return c.Core.Check(ent, ce)
 }
+
+// clampHeartbeatCommit lowers a heartbeat's commit index to this member's
+// last log index: raft panics on a commit index beyond its log ("tocommit
+// is out of range"), which a leader holding another data dir's log could
+// send. A leader's own heartbeats never carry more than the follower has
+// acknowledged, so for them this changes nothing; the heartbeat itself is
+// kept, since the leader counts its answer towards its quorum check.
+func (rc *raftNode) clampHeartbeatCommit(m *raftpb.Message) {
+	last := rc.lastIndex.Load()
+	if m.GetType() != raftpb.MsgHeartbeat || m.GetCommit() <= last {
+		return
+	}
+	rc.logger.Warn("a heartbeat claims a commit index beyond this member's log; using the log's last index",
+		zap.Uint64("from", m.GetFrom()), zap.Uint64("commit", m.GetCommit()), zap.Uint64("last-index", last))
+	m.Commit = &last
+}

@@ -380,6 +380,15 @@ func TestCheckPeerMessage(t *testing.T) {
 			t.Errorf("%s: checkPeerMessage = %v, want accepted=%v", tc.name, err, tc.ok)
 		}
 	}
+
+	rc.logger = testLogger(t)
+	hb := msg(raftpb.MsgHeartbeat, 2, 1, 0, false)
+	for _, tc := range []struct{ commit, want uint64 }{{0, 0}, {10, 10}, {11, 10}, {math.MaxUint64, 10}} {
+		hb.Commit = proto.Uint64(tc.commit)
+		if rc.clampHeartbeatCommit(hb); hb.GetCommit() != tc.want {
+			t.Errorf("heartbeat commit %d with last index 10 became %d, want %d", tc.commit, hb.GetCommit(), tc.want)
+		}
+	}
 }
 
 // --cluster entries are checked at start: bad URLs, one address twice and

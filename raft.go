@@ -527,6 +527,8 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	}
 	if n := len(rd.Entries); n > 0 {
 		rc.lastIndex.Store(rd.Entries[n-1].GetIndex()) // before any MsgApp for them leaves
+	} else if !raft.IsEmptySnap(rd.Snapshot) {
+		rc.lastIndex.Store(rd.Snapshot.GetMetadata().GetIndex())
 	}
 	rc.reads.deliver(rd.ReadStates)
 	rc.noteConfChanges(rd.Entries)
@@ -961,6 +963,7 @@ func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
 			zap.Stringer("type", m.GetType()), zap.Uint64("term", m.GetTerm()), zap.Error(err))
 		return nil // not an error for rafthttp: it would report the peer unreachable
 	}
+	rc.clampHeartbeatCommit(m)
 	if m.GetType() == raftpb.MsgReadIndex && rc.reads.answerFollower(m) {
 		return nil
 	}
