@@ -20,6 +20,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,7 +140,8 @@ func (c *faultCluster) allocate() *faultMember {
 // at run time joins.
 func (c *faultCluster) prepare(m *faultMember, join bool) {
 	id := m.id
-	argv := append(slices.Clone(m.addrs.wrap), raftexampleBin,
+	listen, _ := url.Parse(m.addrs.listenURL)
+	argv := append(slices.Clone(m.addrs.wrap), "env", "RAFTEXAMPLE_PEER_LISTEN="+listen.Host, raftexampleBin,
 		"--id", strconv.Itoa(id),
 		"--cluster", c.clusterFlag(id),
 		"--port", strconv.Itoa(m.addrs.apiPort),
@@ -154,18 +156,16 @@ func (c *faultCluster) prepare(m *faultMember, join bool) {
 	m.p = newProc(c.t, fmt.Sprintf("member %d", id), m.dataDir, filepath.Join(c.dir, fmt.Sprintf("member-%d.log", id)), argv...)
 }
 
-// clusterFlag is member id's --cluster: its own listen URL at its own index,
-// and the URLs through which it reaches the others.
-func (c *faultCluster) clusterFlag(id int) string {
+// clusterFlag is every member's --cluster: the URLs through which the
+// members reach each other. All members are given the same list, as they
+// must be to agree on the cluster ID; each listens on its own listen URL
+// (RAFTEXAMPLE_PEER_LISTEN, set in prepare).
+func (c *faultCluster) clusterFlag(int) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	urls := make([]string, 0, len(c.members))
 	for k := 1; k < c.nextID; k++ {
-		if k == id {
-			urls = append(urls, c.members[k].addrs.listenURL)
-		} else {
-			urls = append(urls, c.members[k].addrs.peerURL)
-		}
+		urls = append(urls, c.members[k].addrs.peerURL)
 	}
 	return strings.Join(urls, ",")
 }

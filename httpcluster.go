@@ -81,15 +81,22 @@ func (h *httpKVAPI) members(w http.ResponseWriter, r *http.Request) {
 
 func (h *httpKVAPI) addMemberJSON(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		PeerURL string `json:"peerURL"`
-		ID      uint64 `json:"id"`
-		Learner bool   `json:"learner"`
+		PeerURL string  `json:"peerURL"`
+		ID      *uint64 `json:"id"` // absent: the cluster picks one
+		Learner bool    `json:"learner"`
 	}
 	if err := h.decodeJSON(w, r, &req); err != nil {
 		h.jsonFail(w, err)
 		return
 	}
-	m, err := h.cluster.AddMember(r.Context(), req.ID, req.PeerURL, req.Learner)
+	var id uint64
+	if req.ID != nil {
+		if id = *req.ID; id == 0 {
+			h.jsonFail(w, fmt.Errorf("%w: member ID 0; leave \"id\" out to have one picked", errInvalid))
+			return
+		}
+	}
+	m, err := h.cluster.AddMember(r.Context(), id, req.PeerURL, req.Learner)
 	if err != nil {
 		h.jsonFail(w, err)
 		return

@@ -76,6 +76,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.raft.PeerTLS.KeyFile, "peer-key-file", "", "key of --peer-cert-file")
 	fs.StringVar(&c.raft.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "CA that signs peer certificates")
 	fs.BoolVar(&c.raft.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "refuse peers without a certificate from --peer-trusted-ca-file")
+	fs.StringVar(&c.raft.ClusterToken, "initial-cluster-token", "raftexample-cluster", "mixed into a new cluster's ID, so clusters from the same --cluster list differ")
+	fs.Func("peer-cert-allowed-cn", "with peer TLS and --peer-client-cert-auth: accept only peers whose certificate has this CN (repeat or comma-separate for several)", func(v string) error {
+		c.raft.PeerTLS.AllowedCNs = append(c.raft.PeerTLS.AllowedCNs, strings.Split(v, ",")...)
+		return nil
+	})
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -119,6 +124,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--purge-interval must be positive")
 	case c.maxConnections <= 0:
 		return c, errors.New("--max-connections must be positive")
+	}
+	if err := validateClusterFlags(c); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -185,6 +193,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "raftexample:", err)
 		return 2
 	}
+	cfg.raft.PeerListenAddr = os.Getenv("RAFTEXAMPLE_PEER_LISTEN") // tests only: see raftConfig
 	logger, err := newLogger(cfg.logLevel, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "raftexample:", err)

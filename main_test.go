@@ -25,8 +25,8 @@ func TestRunExitCodes(t *testing.T) {
 		{"stray argument", []string{"extra"}, 2, "unexpected arguments"},
 		{"bad tick settings", []string{"--election-ticks", "1"}, 2, "election-ticks"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "log-level"},
-		{"id outside cluster", []string{"--id", "3", "--port", "0", "--data-dir", t.TempDir()}, 1, "no entry in --cluster"},
-		{"malformed cluster URL", []string{"--cluster", "127.0.0.1", "--port", "0", "--data-dir", t.TempDir()}, 1, "--cluster"},
+		{"id outside cluster", []string{"--id", "3", "--port", "0", "--data-dir", t.TempDir()}, 2, "no entry in --cluster"},
+		{"malformed cluster URL", []string{"--cluster", "127.0.0.1", "--port", "0", "--data-dir", t.TempDir()}, 2, "--cluster"},
 		{"port in use", []string{"--port", fmt.Sprint(busyPort), "--data-dir", t.TempDir()}, 1, "listen for clients"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/pkg/v3/idutil"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -235,6 +236,11 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 		if err := rc.cfg.checkScheme(mc.PeerURL); err != nil {
 			return nil, err
 		}
+		if !mc.Learner {
+			if err := rc.checkStrictReconfig(cs, *mc); err != nil {
+				return nil, err
+			}
+		}
 		kind := raftpb.ConfChangeAddNode
 		if mc.Learner {
 			kind = raftpb.ConfChangeAddLearnerNode
@@ -251,16 +257,62 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 		if err := rc.learnerReady(id); err != nil {
 			return nil, err
 		}
+		if err := rc.checkStrictReconfig(cs, *mc); err != nil {
+			return nil, err
+		}
 		kind := raftpb.ConfChangeAddNode
 		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(u)}, nil
 	case "remove":
 		if err := rc.members.checkRemove(id, cs); err != nil {
 			return nil, err
 		}
+		if !isLearner(cs, id) {
+			if err := rc.checkStrictReconfig(cs, *mc); err != nil {
+				return nil, err
+			}
+		}
 		kind := raftpb.ConfChangeRemoveNode
 		return &raftpb.ConfChange{Type: &kind, NodeId: &id}, nil
 	default:
 		return nil, fmt.Errorf("%w: unknown membership change %q", errInvalid, mc.Op)
+	}
+}
+
+// checkStrictReconfig refuses a change of voters (adding one, promoting a
+// learner, removing one) after which the voters that are up now would not
+// be a quorum of the new configuration: raft would then lose its leader
+// until the missing voters come up, and no further change could be made to
+// bring them back. A voter is up when it is this member (the leader) or its
+// rafthttp stream is active. A new member counts as down until it has
+// started, which is why adding it as a learner first always works. Removing
+// a member that is down never lowers the count of voters up.
+func (rc *raftNode) checkStrictReconfig(cs *raftpb.ConfState, mc memberChange) error {
+	next := map[uint64]bool{}
+	for _, v := range cs.GetVoters() {
+		next[v] = true
+	}
+	if mc.Op == "remove" {
+		delete(next, mc.ID)
+	} else {
+		next[mc.ID] = true
+	}
+	up := 0
+	for v := range next {
+		if v == rc.cfg.ID || !rc.transport.ActiveSince(types.ID(v)).IsZero() {
+			up++
+		}
+	}
+	quorum := len(next)/2 + 1
+	if up >= quorum {
+		return nil
+	}
+	switch mc.Op {
+	case "remove":
+		return fmt.Errorf("%w: removing member %d would leave %d of %d voters up, fewer than the %d needed for a quorum; start the members that are down first",
+			errConflict, mc.ID, up, len(next), quorum)
+	default:
+		return fmt.Errorf("%w: with member %d as a voter only %d of %d voters would be up, fewer than the %d needed for a quorum; add it as a learner first (\"learner\": true), start it, then promote it",
+			errConflict, mc.ID, up, len(next), quorum)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 
@@ -23,13 +24,15 @@ func newCluster() *cluster {
 	return &cluster{members: map[uint64]string{}, removed: map[uint64]bool{}}
 }
 
-// validatePeerURL checks a peer URL the way rafthttp will use it, so a bad
-// one is refused before it reaches the log.
+// validatePeerURL checks a peer URL the way rafthttp will use it and that it
+// has a canonical form (clusterid.go), so a bad one is refused before it
+// reaches the log.
 func validatePeerURL(u string) error {
 	if _, err := types.NewURLs([]string{u}); err != nil {
 		return fmt.Errorf("%w: peer URL %q: %v", errInvalid, u, err)
 	}
-	return nil
+	_, err := canonicalPeerURL(u)
+	return err
 }
 
 // checkAdd tells whether member id with peer URL u may join.
@@ -40,6 +43,7 @@ func (c *cluster) checkAdd(id uint64, u string) error {
 	if err := validatePeerURL(u); err != nil {
 		return err
 	}
+	cu, _ := canonicalPeerURL(u) // validated above
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.removed[id] {
@@ -49,8 +53,8 @@ func (c *cluster) checkAdd(id uint64, u string) error {
 		return fmt.Errorf("%w: member %d already exists", errConflict, id)
 	}
 	for other, ou := range c.members {
-		if ou == u {
-			return fmt.Errorf("%w: peer URL %s is already used by member %d", errConflict, u, other)
+		if co, err := canonicalPeerURL(ou); ou == u || err == nil && co == cu {
+			return fmt.Errorf("%w: peer URL %s is already used by member %d (%s)", errConflict, u, other, ou)
 		}
 	}
 	return nil
@@ -114,10 +118,13 @@ func (c *cluster) peerURL(id uint64) string {
 	return c.members[id]
 }
 
-// nextID returns an ID above every ID ever used in the cluster.
+// nextID returns an ID above every ID ever used in the cluster or, once
+// the largest ID has been used, the lowest ID never used: an operator's
+// choice of a huge ID must not stop later additions.
 func (c *cluster) nextID() uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	used := func(id uint64) bool { _, ok := c.members[id]; return ok || c.removed[id] }
 	var top uint64
 	for id := range c.members {
 		top = max(top, id)
@@ -125,7 +132,14 @@ func (c *cluster) nextID() uint64 {
 	for id := range c.removed {
 		top = max(top, id)
 	}
-	return top + 1
+	if top < math.MaxUint64 {
+		return top + 1
+	}
+	id := uint64(1)
+	for used(id) {
+		id++
+	}
+	return id
 }
 
 func (c *cluster) isRemoved(id uint64) bool {

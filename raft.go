@@ -64,6 +64,10 @@ type raftConfig struct {
 	// follower are bounded by half of it too.
 	MaxLogBytes uint64
 
+	// ClusterToken (--initial-cluster-token) is mixed into a new cluster's
+	// ID, so clusters bootstrapped from the same --cluster list differ.
+	ClusterToken string
+
 	// PeerTLS secures the peer links (https:// URLs in Peers); empty for http.
 	PeerTLS transport.TLSInfo
 	// Peer bounds the peer listener's connections; rafthttp's streams and
@@ -77,6 +81,12 @@ type raftConfig struct {
 	// PeerListener, when set, serves raft peers instead of listening on this
 	// member's URL (tests use it to hold a free port without racing).
 	PeerListener net.Listener
+	// PeerListenAddr, when set, is the host:port to listen on for peers
+	// instead of this member's own --cluster URL, which is then only what
+	// the others dial: the fault tests put a proxy there, and every member
+	// must be given the same --cluster list to agree on the cluster ID. main
+	// sets it from RAFTEXAMPLE_PEER_LISTEN.
+	PeerListenAddr string
 }
 
 // checkScheme requires https:// peer URLs with peer TLS and http:// without.
@@ -117,6 +127,9 @@ type raftNode struct {
 	waldir  string
 	snapdir string
 
+	clusterID   uint64 // stamped on every peer message; set by openStorage
+	walMetadata []byte // as read from the WAL at start
+
 	getSnapshot func() func(io.Writer) error
 
 	appendC chan *raftpb.Message // MsgStorageAppend: Ready loop -> WAL writer
@@ -136,6 +149,7 @@ type raftNode struct {
 	applied       atomic.Uint64                    // appliedIndex, for other goroutines
 	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
 	lastConfIndex atomic.Uint64                    // newest membership change appended to the log
+	lastIndex     atomic.Uint64                    // last index of raft's log, for checkPeerMessage
 	snapshotting  atomic.Bool
 	stateBytes    atomic.Int64 // size of the newest snapshot's state file
 	bootCommit    uint64       // commit index found in the WAL at start
@@ -260,6 +274,7 @@ func (rc *raftNode) startRaft() error {
 	if err != nil {
 		return err
 	}
+	rc.lastIndex.Store(rc.bootLast)
 	c := &raft.Config{
 		ID:                        rc.cfg.ID,
 		ElectionTick:              rc.cfg.ElectionTicks,
@@ -289,19 +304,26 @@ func (rc *raftNode) startRaft() error {
 		}
 		rc.node = raft.StartNode(c, peers)
 	}
-	if err := rc.startTransport(); err != nil {
+	if err := rc.startTransport(restart); err != nil {
 		rc.node.Stop()
 		rc.wal.Close()
 		return err
 	}
+	if restart && !rc.cfg.Join {
+		rc.wg.Add(1)
+		go rc.warnIfClusterDiffers(rc.bootCommit)
+	}
 	return nil
 }
 
-func (rc *raftNode) startTransport() error {
+// startTransport starts rafthttp and the peer server. A member restarting
+// from its data dials only the members stored there (added as its log and
+// snapshot are applied): --cluster may name another cluster's members.
+func (rc *raftNode) startTransport(restart bool) error {
 	rc.transport = &rafthttp.Transport{
-		Logger:      libLogger(rc.logger).Named("rafthttp"),
+		Logger:      quietClusterMismatch(libLogger(rc.logger)).Named("rafthttp"),
 		ID:          types.ID(rc.cfg.ID),
-		ClusterID:   0x1000,
+		ClusterID:   types.ID(rc.clusterID), // rafthttp refuses, and logs, other clusters' messages
 		Raft:        rc,
 		ServerStats: stats.NewServerStats("", ""),
 		LeaderStats: stats.NewLeaderStats(libLogger(rc.logger), strconv.FormatUint(rc.cfg.ID, 10)),
@@ -317,10 +339,10 @@ func (rc *raftNode) startTransport() error {
 		rc.transport.Stop()
 		return err
 	}
-	// --cluster names the peers to dial first; members added at run time
-	// come from the snapshot and the log.
+	// A new or joining member dials the peers --cluster names first;
+	// members added at run time come from the snapshot and the log.
 	for i, u := range rc.cfg.Peers {
-		if id := uint64(i + 1); id != rc.cfg.ID && !rc.members.isRemoved(id) {
+		if id := uint64(i + 1); !restart && id != rc.cfg.ID && !rc.members.isRemoved(id) {
 			rc.transport.AddPeer(types.ID(id), []string{u})
 		}
 	}
@@ -331,9 +353,13 @@ func (rc *raftNode) startTransport() error {
 		sl = wrapStoppable(rc.cfg.PeerListener.(*net.TCPListener), rc.stopc)
 	} else {
 		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
-		if sl, err = newStoppableListener(u.Host, rc.stopc); err != nil {
+		addr := u.Host
+		if rc.cfg.PeerListenAddr != "" {
+			addr = rc.cfg.PeerListenAddr
+		}
+		if sl, err = newStoppableListener(addr, rc.stopc); err != nil {
 			rc.transport.Stop()
-			return fmt.Errorf("listen for peers on %s: %w", u.Host, err)
+			return fmt.Errorf("listen for peers on %s: %w", addr, err)
 		}
 	}
 	ln := guardListener(sl, "peer", rc.cfg.Peer.MaxConnections, rc.cfg.Metrics, rc.logger)
@@ -345,9 +371,11 @@ func (rc *raftNode) startTransport() error {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle(rafthttp.RaftPrefix, rc.transport.Handler())
-	mux.Handle(rafthttp.RaftPrefix+"/", rc.transport.Handler())
+	raftHandler := rc.refuseOtherClusters(rc.transport.Handler())
+	mux.Handle(rafthttp.RaftPrefix, raftHandler)
+	mux.Handle(rafthttp.RaftPrefix+"/", raftHandler)
 	mux.HandleFunc(membersPath, rc.serveMembers)
+	mux.HandleFunc(clusterIDPath, rc.serveClusterID)
 	rc.peerServer = newHTTPServer(mux, rc.cfg.Peer, isRaftStreamOrSnapshot, rc.logger)
 	rc.wg.Add(1)
 	go func() {
@@ -525,6 +553,11 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	if n := len(rd.Entries); becameLeader && n > 0 {
 		// Its first entry, the empty one raft appends, is in this Ready.
 		rc.leaderStart.Store(rd.Entries[n-1].GetIndex())
+	}
+	if n := len(rd.Entries); n > 0 {
+		rc.lastIndex.Store(rd.Entries[n-1].GetIndex()) // before any MsgApp for them leaves
+	} else if !raft.IsEmptySnap(rd.Snapshot) {
+		rc.lastIndex.Store(rd.Snapshot.GetMetadata().GetIndex())
 	}
 	rc.reads.deliver(rd.ReadStates)
 	rc.noteConfChanges(rd.Entries)
@@ -1035,6 +1068,12 @@ func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
 // The rafthttp.Raft interface: how the transport hands messages to raft.
 
 func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
+	if err := rc.checkPeerMessage(m); err != nil {
+		rc.logger.Warn("dropping a peer message", zap.Uint64("from", m.GetFrom()), zap.Uint64("to", m.GetTo()),
+			zap.Stringer("type", m.GetType()), zap.Uint64("term", m.GetTerm()), zap.Error(err))
+		return nil // not an error for rafthttp: it would report the peer unreachable
+	}
+	rc.clampHeartbeatCommit(m)
 	if m.GetType() == raftpb.MsgReadIndex && rc.reads.answerFollower(m) {
 		return nil
 	}

@@ -114,7 +114,9 @@ func TestSpecErrors(t *testing.T) {
 		defer srv.Close()
 		first := make(chan int, 1)
 		go func() {
-			code, _, _ := doWithHeader(t, http.MethodPost, srv.URL+"/v1/members", fmt.Sprintf(`{"peerURL":%q}`, free[0]))
+			// A learner: adding a voter is refused outright while the
+			// followers are down (strict reconfiguration).
+			code, _, _ := doWithHeader(t, http.MethodPost, srv.URL+"/v1/members", fmt.Sprintf(`{"peerURL":%q,"learner":true}`, free[0]))
 			first <- code
 		}()
 		eventually(t, 5*time.Second, func() error {

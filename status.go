@@ -10,12 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3"
 )
 
 // memberStatus is what GET /v1/status reports.
 type memberStatus struct {
 	ID            uint64       `json:"id"`
+	ClusterID     string       `json:"clusterID"` // hex, as peers see it
 	Leader        uint64       `json:"leader"`
 	Term          uint64       `json:"term"`
 	RaftState     string       `json:"raftState"`
@@ -48,6 +50,7 @@ func (s *statusReporter) Status() memberStatus {
 	snap, _ := s.rc.raftStorage.Snapshot()
 	return memberStatus{
 		ID:            s.rc.cfg.ID,
+		ClusterID:     types.ID(s.rc.clusterID).String(),
 		Leader:        st.Lead,
 		Term:          st.GetTerm(),
 		RaftState:     st.RaftState.String(),

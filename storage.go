@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
@@ -72,15 +73,16 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 		return false, fmt.Errorf("WAL dir %s is unusable: %w", rc.waldir, err)
 	}
 	if !wal.Exist(rc.waldir) {
-		if rc.wal, err = wal.Create(lg, rc.waldir, nil); err != nil {
-			return false, fmt.Errorf("create WAL %s: %w", rc.waldir, err)
-		}
-		return false, nil
+		return false, rc.createWAL()
 	}
 
 	loaded, st, ents, err := rc.loadState()
 	if err != nil {
 		return false, err
+	}
+	if rc.clusterID, err = decodeWALMetadata(rc.walMetadata, rc.cfg.ID); err != nil {
+		rc.wal.Close()
+		return false, fmt.Errorf("WAL %s: %w", rc.waldir, err)
 	}
 	snapshot := loaded.snapshot()
 	if snapshot != nil {
@@ -102,9 +104,39 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 	// A WAL created by a start that died before writing anything holds no
 	// state at all; bootstrap again rather than restart into an empty cluster.
 	empty := snapshot == nil && len(ents) == 0 && raft.IsEmptyHardState(st)
+	if empty {
+		// Its metadata may name a cluster from other flags: start it over.
+		rc.wal.Close()
+		if err := os.RemoveAll(rc.waldir); err != nil {
+			return false, fmt.Errorf("remove empty WAL %s: %w", rc.waldir, err)
+		}
+		return false, rc.createWAL()
+	}
 	rc.logger.Info("loaded data", zap.String("wal", rc.waldir), zap.Uint64("snapshot-index", snapshot.GetMetadata().GetIndex()),
-		zap.Uint64("commit", rc.bootCommit), zap.Int("wal-entries", len(ents)))
-	return !empty, nil
+		zap.Uint64("commit", rc.bootCommit), zap.Int("wal-entries", len(ents)),
+		zap.Stringer("cluster-id", types.ID(rc.clusterID)))
+	return true, nil
+}
+
+// createWAL creates this member's WAL, recording in its metadata the
+// cluster it belongs to: a new cluster's ID is derived from --cluster and
+// --initial-cluster-token; a joining member asks its peers.
+func (rc *raftNode) createWAL() error {
+	if rc.cfg.Join {
+		id, err := rc.fetchClusterID()
+		if err != nil {
+			return err
+		}
+		rc.clusterID = id
+	} else {
+		rc.clusterID = computeClusterID(rc.cfg.Peers, rc.cfg.ClusterToken)
+	}
+	w, err := wal.Create(rc.logger, rc.waldir, encodeWALMetadata(rc.clusterID, rc.cfg.ID))
+	if err != nil {
+		return fmt.Errorf("create WAL %s: %w", rc.waldir, err)
+	}
+	rc.wal = w
+	return nil
 }
 
 // loadedSnapshot is a snapshot read back in full: raft's metadata, the
@@ -361,9 +393,9 @@ func (rc *raftNode) openWAL(snapshot *raftpb.Snapshot) (*raftpb.HardState, []*ra
 		if err != nil {
 			return nil, nil, fmt.Errorf("open WAL %s: %w", rc.waldir, err)
 		}
-		_, st, ents, err := w.ReadAll()
+		md, st, ents, err := w.ReadAll()
 		if err == nil {
-			rc.wal = w
+			rc.wal, rc.walMetadata = w, md
 			return st, ents, nil
 		}
 		w.Close()

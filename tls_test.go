@@ -310,9 +310,8 @@ func TestProcessTLS(t *testing.T) {
 	}
 
 	// 9c. A peer with another CA's certificate is added as a learner and
-	// started; the members refuse its connections and it never catches up.
+	// started; the members refuse its connections and it never joins.
 	foreignPeer := fmt.Sprintf("https://127.0.0.1:%d", ports[2*n])
-	foreignHTTP := fmt.Sprintf("http://127.0.0.1:%d", ports[2*n+1])
 	b := fmt.Sprintf(`{"peerURL":%q,"learner":true}`, foreignPeer)
 	r, err := send(context.Background(), good, http.MethodPost, base(1)+"/v1/members", b)
 	if err != nil || r.code != http.StatusCreated {
@@ -331,33 +330,22 @@ func TestProcessTLS(t *testing.T) {
 		"--peer-trusted-ca-file", ca.certFile, "--peer-client-cert-auth", "--log-level", "debug"}
 	foreign := newProc(t, "foreign member", c.dataDir, filepath.Join(c.dataDir, "foreign.log"), append(argv, fastRaft...)...)
 	foreign.start()
-	waitServing(t, foreignHTTP)
-	// The members refuse its connections in the TLS handshake (it logs
-	// their alerts at debug level).
-	eventually(t, startTimeout, func() error {
-		if strings.Contains(foreign.output(), "remote error: tls: unknown certificate authority") {
-			return nil
-		}
-		return errors.New("the foreign member logs no TLS refusal by the members yet")
-	})
+	// The members refuse its connections in the TLS handshake, so it cannot
+	// even learn the cluster ID it would join: it gives up, saying why.
+	if code := foreign.waitExit(startTimeout); code != 1 {
+		t.Errorf("the foreign member exited with %d (%v), want 1", code, foreign.err)
+	}
+	if out := foreign.output(); !strings.Contains(out, "cluster ID") || !strings.Contains(out, "unknown certificate authority") {
+		t.Errorf("the foreign member's refusal does not name the cluster ID lookup and the TLS refusal:\n%s", tailFile(foreign.log, 5))
+	}
 	refused(t, "peer port, certificate from another CA", "tls: unknown certificate authority", ca.httpsClient(t, &foreignCert), http.MethodGet, c.peers[0]+"/raft/probing", "")
 	put(3, "after-foreign", "ok")
 	if r := get(1, "after-foreign"); r.code != http.StatusOK || r.body != "ok" {
 		t.Errorf("GET after-foreign = %d %q, want 200 ok", r.code, r.body)
 	}
-	// The foreign member has nothing, knows no leader, and is far behind.
-	if r, err := readLocal(foreignHTTP, "k1"); err != nil || r.code != http.StatusNotFound {
-		t.Errorf("the foreign member serves k1: %v %+v, want 404", err, r)
-	}
-	if r := call(t, http.MethodGet, foreignHTTP+"/health?serializable", ""); r.code != http.StatusServiceUnavailable {
-		t.Errorf("foreign member /health?serializable = %d %q, want 503", r.code, r.body)
-	}
 	r, err = send(context.Background(), good, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", base(2), added.ID), "")
 	if err != nil || r.code != http.StatusConflict {
 		t.Errorf("promoting the foreign member: %v %+v, want 409", err, r)
-	}
-	if !foreign.running() {
-		t.Errorf("the foreign member exited: %v", foreign.err)
 	}
 }
 
@@ -380,8 +368,8 @@ func TestTLSFlagValidation(t *testing.T) {
 		{"CA without cert", []string{"--trusted-ca-file", ca.certFile}, 2, []string{"--cert-file"}},
 		{"peer cert without key", []string{"--peer-cert-file", cert.certFile}, 2, []string{"--peer-key-file"}},
 		{"peer auth without CA", []string{"--peer-cert-file", cert.certFile, "--peer-key-file", cert.keyFile, "--peer-client-cert-auth"}, 2, []string{"--peer-trusted-ca-file"}},
-		{"https cluster without peer TLS", []string{"--cluster", "https://" + peer}, 1, []string{"--cluster", "https://" + peer, "peer TLS"}},
-		{"http cluster with peer TLS", []string{"--cluster", "http://" + peer, "--peer-cert-file", cert.certFile, "--peer-key-file", cert.keyFile}, 1, []string{"--cluster", "https://"}},
+		{"https cluster without peer TLS", []string{"--cluster", "https://" + peer}, 2, []string{"--cluster", "https://" + peer, "peer TLS"}},
+		{"http cluster with peer TLS", []string{"--cluster", "http://" + peer, "--peer-cert-file", cert.certFile, "--peer-key-file", cert.keyFile}, 2, []string{"--cluster", "https://"}},
 		{"missing cert file", []string{"--cert-file", missing, "--key-file", missing}, 1, []string{missing}},
 	} {
 		args := append([]string{"--port", "0", "--data-dir", t.TempDir()}, tc.args...)
@@ -408,5 +396,45 @@ func TestTLSFlagValidation(t *testing.T) {
 				t.Errorf("%s: output does not mention %q:\n%s", tc.name, s, out.String())
 			}
 		}
+	}
+}
+
+// With one CA for peers and clients, --peer-cert-allowed-cn tells them apart
+// on the peer port: a client certificate (another CN) cannot add learner 9
+// through /raftexample/members, while the members replicate as before.
+func TestPeerAllowedCN(t *testing.T) {
+	certDir := t.TempDir()
+	ca := newTestCA(t, certDir, "ca")
+	peerCert := ca.issue(t, certDir, "peer")
+	clientCert := ca.issue(t, certDir, "client")
+	lns, peers := freeListeners(t, 3)
+	for i, ln := range lns {
+		peers[i] = "https://" + ln.Addr().String()
+	}
+	c := &testCluster{t: t, dir: t.TempDir(), peers: peers}
+	for i := range 3 {
+		cfg := testRaftConfig(t, uint64(i+1), peers, c.dir)
+		cfg.PeerListener = lns[i]
+		cfg.PeerTLS = transport.TLSInfo{CertFile: peerCert.certFile, KeyFile: peerCert.keyFile,
+			TrustedCAFile: ca.certFile, ClientCertAuth: true, AllowedCNs: []string{"peer"}}
+		c.members = append(c.members, startMember(t, cfg))
+	}
+	lead := c.waitLeader()
+	leaderPeer := peers[lead-1]
+	body := `{"op":"add","id":9,"peerURL":"https://127.0.0.1:1","learner":true}`
+	refused(t, "peer port, client certificate", "remote error: tls", ca.httpsClient(t, &clientCert), http.MethodPost, leaderPeer+membersPath, body)
+	for i, m := range c.members {
+		key := fmt.Sprintf("cn-%d", i)
+		putOK(t, m.srv.URL, key, "ok")
+		for _, other := range c.members {
+			getLinearizable(t, other.srv.URL, key, "ok")
+		}
+	}
+	if ms := mustMembers(t, c.members[0].srv.URL); len(ms) != 3 {
+		t.Errorf("members = %+v, want the three peers only", ms)
+	}
+	// The peers' own certificate still works on the port.
+	if r, err := send(context.Background(), ca.httpsClient(t, &peerCert), http.MethodGet, leaderPeer+"/raft/probing", ""); err != nil || r.code != http.StatusOK {
+		t.Errorf("GET /raft/probing with the peer certificate: %v %+v, want 200", err, r)
 	}
 }
