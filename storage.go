@@ -131,7 +131,7 @@ func (rc *raftNode) createWAL() error {
 	} else {
 		rc.clusterID = computeClusterID(rc.cfg.Peers, rc.cfg.ClusterToken)
 	}
-	w, err := wal.Create(rc.logger, rc.waldir, encodeWALMetadata(rc.clusterID, rc.cfg.ID))
+	w, err := wal.Create(libLogger(rc.logger), rc.waldir, encodeWALMetadata(rc.clusterID, rc.cfg.ID))
 	if err != nil {
 		return fmt.Errorf("create WAL %s: %w", rc.waldir, err)
 	}
