@@ -545,9 +545,11 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	if rd.SoftState != nil {
 		becameLeader = !rc.leading && rd.SoftState.RaftState == raft.StateLeader
 		rc.leading = rd.SoftState.RaftState == raft.StateLeader
+		if lead := rd.SoftState.Lead; lead != rc.leader.current() {
+			rc.logLeader(lead, readyTerm(rd, rc.term)) // before set wakes those waiting for a leader
+		}
 		if rc.leader.set(rd.SoftState.Lead) {
 			rc.cfg.Metrics.leaderChanged(rc.cfg.ID, rd.SoftState.Lead)
-			defer rc.logLeader(rd.SoftState.Lead) // once rc.term is this Ready's
 		}
 	}
 	if n := len(rd.Entries); becameLeader && n > 0 {
@@ -598,12 +600,22 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 }
 
 // logLeader logs a change of leader; raft's own election lines are debug.
-func (rc *raftNode) logLeader(lead uint64) {
+func (rc *raftNode) logLeader(lead, term uint64) {
 	if lead == raft.None {
-		rc.logger.Info("no leader: an election is under way", zap.Uint64("term", rc.term))
+		rc.logger.Info("no leader: an election is under way", zap.Uint64("term", term))
 		return
 	}
-	rc.logger.Info("leader elected", zap.Uint64("leader", lead), zap.Uint64("term", rc.term))
+	rc.logger.Info("leader elected", zap.Uint64("leader", lead), zap.Uint64("term", term))
+}
+
+// readyTerm is raft's term as of rd: that of its new HardState, if any.
+func readyTerm(rd raft.Ready, term uint64) uint64 {
+	for _, m := range rd.Messages {
+		if m.GetTo() == raft.LocalAppendThread && m.Term != nil {
+			term = m.GetTerm()
+		}
+	}
+	return term
 }
 
 // deliver hands the responses of a finished storage write to their
