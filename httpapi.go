@@ -17,7 +17,7 @@ import (
 // kvAPI is what the HTTP layer needs from the key-value store.
 type kvAPI interface {
 	Get(ctx context.Context, key string, serializable bool) (kvItem, bool, error)
-	List(ctx context.Context, prefix, after string, limit int, serializable bool) (items []kvItem, more bool, err error)
+	List(ctx context.Context, prefix, after string, limit int, serializable bool) (listPage, error)
 	Txn(ctx context.Context, ops []op) (txnResult, error)
 	Watch(key string, prefix bool, afterRev uint64, resume bool) (w *watcher, backlog []event, from uint64, err error)
 	Unwatch(w *watcher)

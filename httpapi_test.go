@@ -35,7 +35,7 @@ func (f *fakeStore) Get(_ context.Context, key string, _ bool) (kvItem, bool, er
 	return it, ok, f.err
 }
 
-func (f *fakeStore) List(_ context.Context, prefix, after string, limit int, _ bool) ([]kvItem, bool, error) {
+func (f *fakeStore) List(_ context.Context, prefix, after string, limit int, _ bool) (listPage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var keys []string
@@ -49,7 +49,7 @@ func (f *fakeStore) List(_ context.Context, prefix, after string, limit int, _ b
 	for _, k := range keys[:min(limit, len(keys))] {
 		items = append(items, f.kv[k])
 	}
-	return items, len(keys) > limit, f.err
+	return listPage{Items: items, More: len(keys) > limit}, f.err
 }
 
 func (f *fakeStore) Txn(_ context.Context, ops []op) (txnResult, error) {

@@ -165,7 +165,7 @@ func (h *httpKVAPI) list(w http.ResponseWriter, r *http.Request) {
 		h.jsonFail(w, err)
 		return
 	}
-	items, more, err := h.store.List(r.Context(), q.Get("prefix"), q.Get("after"), limit, serializable)
+	page, err := h.store.List(r.Context(), q.Get("prefix"), q.Get("after"), limit, serializable)
 	if err != nil {
 		h.jsonFail(w, err)
 		return
@@ -173,8 +173,9 @@ func (h *httpKVAPI) list(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Keys []jsonKey `json:"keys"`
 		More bool      `json:"more"`
-	}{Keys: make([]jsonKey, len(items)), More: more}
-	for i, it := range items {
+		Rev  uint64    `json:"rev"` // the state's revision: watch with rev= this to follow on
+	}{Keys: make([]jsonKey, len(page.Items)), More: page.More, Rev: page.Rev}
+	for i, it := range page.Items {
 		out.Keys[i] = newJSONKey(it.Key, it.Rev)
 	}
 	writeJSON(w, http.StatusOK, out)

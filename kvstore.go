@@ -210,32 +210,41 @@ func (s *kvstore) Get(ctx context.Context, key string, serializable bool) (kvIte
 	return it, ok, nil
 }
 
+// listPage is one page of a listing: the items, whether more follow, and
+// the revision of the state they were read from (the last applied entry),
+// from which a watch sees every change after the listing.
+type listPage struct {
+	Items []kvItem
+	More  bool
+	Rev   uint64
+}
+
 // List returns up to limit items whose keys start with prefix and sort after
-// after, in key order, and whether more follow.
-func (s *kvstore) List(ctx context.Context, prefix, after string, limit int, serializable bool) ([]kvItem, bool, error) {
+// after, in key order.
+func (s *kvstore) List(ctx context.Context, prefix, after string, limit int, serializable bool) (listPage, error) {
 	if err := s.catchUp(ctx, serializable); err != nil {
-		return nil, false, err
+		return listPage{}, err
 	}
 	from := kvItem{Key: prefix}
 	if after >= prefix {
 		from.Key = after + "\x00" // the smallest key above after
 	}
-	var items []kvItem
-	more := false
+	var page listPage
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	page.Rev = s.applied
 	s.items.AscendGreaterOrEqual(from, func(it kvItem) bool {
 		if !strings.HasPrefix(it.Key, prefix) {
 			return false
 		}
-		if len(items) == limit {
-			more = true
+		if len(page.Items) == limit {
+			page.More = true
 			return false
 		}
-		items = append(items, it)
+		page.Items = append(page.Items, it)
 		return true
 	})
-	return items, more, nil
+	return page, nil
 }
 
 // catchUp waits, for a linearizable read, until this member has applied

@@ -1059,3 +1059,32 @@ func openStalledWatch(t *testing.T, base, query string) (*http.Response, net.Con
 	conn.SetReadDeadline(time.Time{})
 	return resp, conn
 }
+
+// A listing names the revision of the state it was read from, so that a
+// client told 410 (its watch fell out of the history) can list again and
+// watch on from that revision, missing nothing and seeing nothing twice.
+func TestV1ListRevisionResumesWatch(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	base := c.members[1].srv.URL
+	mustPut(t, base, "job/a", "1")
+	last := mustPut(t, base, "job/b", "2")
+	mustPut(t, base, "other", "x") // a later change outside the prefix
+
+	code, body := httpDo(t, http.MethodGet, base+"/v1/kv?prefix=job/", "")
+	var page struct {
+		Keys []jsonKey `json:"keys"`
+		Rev  uint64    `json:"rev"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &page) != nil {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	if len(page.Keys) != 2 || page.Rev <= last {
+		t.Fatalf("list: %s, want two keys read at a revision above %d (the write to other)", body, last)
+	}
+	w := openWatch(t, base, fmt.Sprintf("prefix=job/&rev=%d", page.Rev))
+	next := mustPut(t, c.members[0].srv.URL, "job/c", "3")
+	e, ok := w.nextEvent(t, 5*time.Second)
+	if !ok || e.Key != "job/c" || e.Rev != next {
+		t.Fatalf("first event after the listing's revision: %+v, want the put of job/c at %d", e, next)
+	}
+}
