@@ -18,7 +18,7 @@ type compactedError struct {
 }
 
 func (e *compactedError) Error() string {
-	return fmt.Sprintf("%v: the oldest revision a watch may start from is %d (compactRevision); list the keys again and watch from the revision the list was read at",
+	return fmt.Sprintf("%v: the oldest revision a watch may start from is %d (compactRevision); list the keys again (GET /v1/kv) and watch from the listing's rev",
 		errCompacted, e.CompactRevision)
 }
 
