@@ -167,12 +167,21 @@ func TestSlowBodyClosed(t *testing.T) {
 	if _, err := io.WriteString(c, "PUT /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan time.Duration, 1)
-	go func() { closed <- c.waitClosed(t, 10*readTimeout) }()
-	sent := 0
+	closed := make(chan int, 1) // the answer's status code, once the connection is closed
+	go func() {
+		code := 0
+		c.SetReadDeadline(time.Now().Add(10 * readTimeout))
+		if resp, err := http.ReadResponse(c.br, nil); err == nil {
+			code = resp.StatusCode
+			resp.Body.Close()
+		}
+		c.waitClosed(t, 10*readTimeout)
+		closed <- code
+	}()
+	sent, code := 0, 0
 	for done := false; !done; {
 		select {
-		case <-closed:
+		case code = <-closed:
 			done = true
 		case <-time.After(100 * time.Millisecond):
 			if _, err := c.Write([]byte("x")); err == nil {
@@ -186,6 +195,9 @@ func TestSlowBodyClosed(t *testing.T) {
 	}
 	if sent >= 1000 {
 		t.Fatalf("the whole body went through (%d bytes)", sent)
+	}
+	if code != http.StatusRequestTimeout {
+		t.Errorf("the slow body was answered %d, want 408 Request Timeout", code)
 	}
 	base := "http://" + addr
 	if code, _ := httpDo(t, http.MethodPut, base+"/fast", "v"); code != http.StatusNoContent {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -343,13 +344,19 @@ func (h *httpKVAPI) checkKey(what, key string) error {
 	return nil
 }
 
-var errTooLarge = errors.New("request body too large")
+var (
+	errTooLarge    = errors.New("request body too large")
+	errBodyTimeout = errors.New("request timeout")
+)
 
 func (h *httpKVAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxRequestBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%w: limit is %d bytes (--max-request-bytes)", errTooLarge, h.maxRequestBytes)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, fmt.Errorf("%w: the body did not arrive within the read timeout", errBodyTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading body: %v", errInvalid, err)
@@ -385,6 +392,8 @@ func statusFor(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errCondition):
