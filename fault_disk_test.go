@@ -19,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
+	"go.uber.org/zap"
 )
 
 // writeUntilExit PUTs prefix-0, prefix-1, ... through member id, one at a
@@ -160,8 +163,11 @@ func TestFaultFailpoints(t *testing.T) {
 	}
 }
 
-// newestSnapIndex is the index in the newest .snap file's name in dir
-// (<term>-<index>.snap, both hex), or 0 if there is none.
+// newestSnapIndex is the index in the name of the newest .snap file in dir
+// that reads back whole (<term>-<index>.snap, both hex), or 0 if there is
+// none. A kill can land while a background snapshot writes its .snap file
+// (etcd's snapshotter writes it in place); the restart rightly skips such a
+// torn file, and so does this.
 func newestSnapIndex(t *testing.T, dir string) uint64 {
 	t.Helper()
 	snaps, err := filepath.Glob(filepath.Join(dir, "*.snap"))
@@ -173,6 +179,10 @@ func newestSnapIndex(t *testing.T, dir string) uint64 {
 		var term, index uint64
 		if _, err := fmt.Sscanf(filepath.Base(p), "%016x-%016x.snap", &term, &index); err != nil {
 			t.Fatalf("snapshot file %s: %v", p, err)
+		}
+		if _, err := snap.Read(zap.NewNop(), p); err != nil {
+			t.Logf("snapshot file %s does not read back whole (%v): skipped", p, err)
+			continue
 		}
 		newest = max(newest, index)
 	}
