@@ -90,6 +90,9 @@ func checkHealthyAfter(t *testing.T, c *procCluster, id int, acked map[string]st
 
 // Crash at every failpoint in turn; the member recovers every time.
 func TestFaultFailpoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crashes and restarts a member at each of 9 failpoints; ./test.sh runs it")
+	}
 	snapshotFlags := []string{"--snapshot-count", "5", "--snapshot-catchup-entries", "2", "--max-snapshots", "2", "--max-wals", "1"}
 	for _, tc := range []struct {
 		point string

@@ -920,6 +920,14 @@ func faultTest(t *testing.T, net peerNet, members, clients int, nemeses []nemesi
 	c.finish()
 }
 
+// skipFaultScheduleIfShort keeps the fault schedules, each half a minute or
+// more, out of the fast loop (go test -short); ./test.sh runs them.
+func skipFaultScheduleIfShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a fault schedule runs for half a minute or more; ./test.sh runs it")
+	}
+}
+
 var allNemeses = []nemesis{
 	nemesisKill, nemesisKillLeader, nemesisPause, nemesisPauseLeader,
 	nemesisIsolate, nemesisIsolateLeader, nemesisMuteLeader, nemesisChurn,
@@ -927,11 +935,13 @@ var allNemeses = []nemesis{
 
 // Three members through the proxies, every nemesis, mixed.
 func TestFaultMixedThree(t *testing.T) {
+	skipFaultScheduleIfShort(t)
 	faultTest(t, newProxyNet(t), 3, 6, allNemeses, 40*time.Second)
 }
 
 // Five members: minority partitions, the leader cut off, kills and pauses.
 func TestFaultFive(t *testing.T) {
+	skipFaultScheduleIfShort(t)
 	faultTest(t, newProxyNet(t), 5, 8, []nemesis{
 		nemesisMinority, nemesisIsolateLeader, nemesisMuteLeader, nemesisKillLeader, nemesisPauseLeader, nemesisKill,
 	}, 25*time.Second)
@@ -939,6 +949,7 @@ func TestFaultFive(t *testing.T) {
 
 // Three members in network namespaces: real links go down.
 func TestFaultNetns(t *testing.T) {
+	skipFaultScheduleIfShort(t)
 	faultTest(t, newNetnsNet(t), 3, 6, []nemesis{
 		nemesisIsolateLeader, nemesisIsolate, nemesisKill, nemesisPauseLeader,
 	}, 25*time.Second)
