@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Tests of the byte bounds of SPEC §9: --max-key-bytes, --quota-bytes,
+// Tests of the byte bounds (README, "Bounded resources"): --max-key-bytes, --quota-bytes,
 // --watch-history(-bytes) and the watcher queue, --max-log-bytes.
 
 // compactedBody is the body of a 410 answer to a watch.

@@ -1,6 +1,6 @@
 package main
 
-// Operating a cluster through the HTTP API (SPEC §6), on in-process members:
+// Operating a cluster through the HTTP API (docs/API.md), on in-process members:
 // learners and promotion, leader transfer, removing the leader, concurrent
 // membership changes, ID reuse, /health, /metrics and /v1/status.
 

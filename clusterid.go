@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// This file gives a cluster its identity (SPEC §10): the cluster ID that
+// This file gives a cluster its identity (README, "Cluster identity"): the cluster ID that
 // rafthttp stamps on every peer message, how it is kept in the WAL metadata,
 // how a joining member learns it, and the canonical form of peer URLs that
 // keeps one address from being two members.

@@ -116,7 +116,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 const fuzzMaxBody = 256
 
 // Whatever the method, path, condition headers and body, the handler
-// answers with a status from SPEC §5-§8 (never 500 from a store that does
+// answers with a status from docs/API.md (never 500 from a store that does
 // not fail), never panics, and /v1 errors are JSON naming their code.
 func FuzzHTTPHandler(f *testing.F) {
 	for _, seed := range []struct {

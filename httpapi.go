@@ -385,7 +385,7 @@ func (h *httpKVAPI) statusCode(w http.ResponseWriter, err error) int {
 // went away before the answer; nginx's 499. It is no server error.
 const statusClientClosed = 499
 
-// statusFor maps request errors to HTTP status codes (SPEC §8).
+// statusFor maps request errors to HTTP status codes (the error table of docs/API.md).
 func statusFor(err error) int {
 	switch {
 	case errors.Is(err, errInvalid):

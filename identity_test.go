@@ -1,6 +1,6 @@
 package main
 
-// Cluster identity and reconfiguration (SPEC §10): peer URLs compared
+// Cluster identity and reconfiguration (README, "Cluster identity"): peer URLs compared
 // canonically, member IDs, strict reconfiguration, the cluster ID and what
 // a member does with a peer message it must not trust.
 

@@ -1,6 +1,6 @@
 package main
 
-// Every situation of SPEC §8 against live in-process members: the status,
+// Every situation of the error table in docs/API.md against live in-process members: the status,
 // the headers that go with it, and a message that says what went wrong.
 
 import (

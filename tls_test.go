@@ -1,6 +1,6 @@
 package main
 
-// TLS for clients and peers (SPEC §7): certificates are made here, with a CA
+// TLS for clients and peers (README, "Running with TLS"): certificates are made here, with a CA
 // of the test's own; peers run in-process (raftConfig.PeerTLS) and as the
 // built binary, whose client API is the only place client TLS exists.
 
