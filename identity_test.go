@@ -506,3 +506,29 @@ func TestForeignPeerWarningRateLimited(t *testing.T) {
 		t.Error("a repeat after the interval must be due")
 	}
 }
+
+// An error the leader answered a forwarded membership request with is the
+// one request error its status stands for, and nothing else: a remote 500
+// is not errRemoved, a remote 503 is not errStopping.
+func TestRemoteErrorIsExplicit(t *testing.T) {
+	for code, kind := range map[int]error{400: errInvalid, 404: errNotFound, 409: errConflict, 503: errNoLeader, 504: errTimeout} {
+		re := remoteError{msg: "from the leader", code: code}
+		if !errors.Is(re, kind) || statusFor(re) != code {
+			t.Errorf("remote %d: Is(%v) = %v, answered %d", code, kind, errors.Is(re, kind), statusFor(re))
+		}
+		for _, other := range []error{errInvalid, errNotFound, errConflict, errNoLeader, errTimeout, errStopping, errDropped, errRemoved, errCanceled} {
+			if other != kind && errors.Is(re, other) {
+				t.Errorf("remote %d Is %v too", code, other)
+			}
+		}
+	}
+	re := remoteError{msg: "boom", code: 500}
+	for _, other := range []error{errRemoved, errStopping, errors.New("unrelated")} {
+		if errors.Is(re, other) {
+			t.Errorf("remote 500 Is %v", other)
+		}
+	}
+	if statusFor(re) != 500 {
+		t.Errorf("remote 500 answered %d", statusFor(re))
+	}
+}

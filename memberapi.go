@@ -434,8 +434,8 @@ func (m *memberAPI) forward(ctx context.Context, lead uint64, mc memberChange) (
 }
 
 // remoteError is an error the leader answered a forwarded request with. It
-// matches the request errors that map to the same status code, so it is
-// answered the way the leader answered it.
+// is the one request error that its status code stands for (remoteKind),
+// so it is answered here the way the leader answered it.
 type remoteError struct {
 	msg  string
 	code int
@@ -444,8 +444,27 @@ type remoteError struct {
 func (e remoteError) Error() string { return e.msg }
 
 func (e remoteError) Is(target error) bool {
-	var re remoteError
-	return !errors.As(target, &re) && statusFor(target) == e.code
+	kind := remoteKind(e.code)
+	return kind != nil && target == kind
+}
+
+// remoteKind maps a status a leader answers a membership request with to
+// the request error it stands for; nil for any other status, which then
+// answers 500 like an unexpected error.
+func remoteKind(code int) error {
+	switch code {
+	case http.StatusBadRequest:
+		return errInvalid
+	case http.StatusNotFound:
+		return errNotFound
+	case http.StatusConflict:
+		return errConflict
+	case http.StatusServiceUnavailable:
+		return errNoLeader // the leader could not serve it: ask again
+	case http.StatusGatewayTimeout:
+		return errTimeout
+	}
+	return nil
 }
 
 // serveMembers carries out a forwarded membership request, if this member
