@@ -999,8 +999,8 @@ func TestStatusIsConsistent(t *testing.T) {
 		if st.WALBytes <= 0 {
 			t.Errorf("member %d: walBytes %d", id, st.WALBytes)
 		}
-		if st.Version != version {
-			t.Errorf("member %d: version %q, want %q", id, st.Version, version)
+		if st.Version != memberVersion() {
+			t.Errorf("member %d: version %q, want %q", id, st.Version, memberVersion())
 		}
 		if st.UptimeSeconds <= 0 {
 			t.Errorf("member %d: uptimeSeconds %v", id, st.UptimeSeconds)

@@ -21,7 +21,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; left
+// at "dev", memberVersion reads the build's module version and revision.
 var version = "dev"
 
 // config is everything the flags set.
@@ -318,8 +319,35 @@ func announceReady(ctx context.Context, rc *raftNode, members *memberAPI, cfg co
 	}
 }
 
+// memberVersion is the version this binary reports: the one -ldflags set,
+// else what the Go toolchain stamped into the build: the module version
+// (from the VCS, like v0.0.0-20261204163000-9f4c64d1a2b3+dirty) or, without
+// one, the VCS revision.
+func memberVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if version != "dev" || !ok {
+		return version
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", ""
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "+dirty"
+		}
+	}
+	if rev == "" {
+		return version
+	}
+	return "dev-" + rev[:min(12, len(rev))] + dirty
+}
+
 func printVersion(w io.Writer) {
-	fmt.Fprintf(w, "raftexample %s\n", version)
+	fmt.Fprintf(w, "raftexample %s\n", memberVersion())
 	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, m := range bi.Deps {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -45,5 +47,31 @@ func TestRunVersion(t *testing.T) {
 	}
 	if !strings.HasPrefix(out.String(), "raftexample ") || !strings.Contains(out.String(), "go1.") {
 		t.Fatalf("--version printed %q", out.String())
+	}
+}
+
+// A binary built from a checkout says which revision it is (--version and
+// /v1/status) instead of "dev": the Go toolchain stamps the module version
+// and the VCS revision into the build, and memberVersion reads them.
+func TestVersionNamesTheRevision(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary again")
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse HEAD: %v (the test needs the git checkout it builds from)", err)
+	}
+	bin := filepath.Join(t.TempDir(), "raftexample")
+	// -buildvcs=true whatever GOFLAGS says: a plain go build in a checkout stamps it.
+	if out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	if rev := strings.TrimSpace(string(head))[:12]; !strings.HasPrefix(first, "raftexample ") || !strings.Contains(first, rev) {
+		t.Fatalf("--version printed %q, want the revision %s", first, rev)
 	}
 }

@@ -62,7 +62,7 @@ func (s *statusReporter) Status() memberStatus {
 		StateBytes:    s.kvs.stateBytes.Load(),
 		WALBytes:      walBytes(s.rc.waldir),
 		SnapshotBytes: dirSize(s.rc.snapdir),
-		Version:       version,
+		Version:       memberVersion(),
 		UptimeSeconds: time.Since(s.started).Seconds(),
 	}
 }
