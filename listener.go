@@ -241,11 +241,15 @@ type stoppableListener struct {
 }
 
 func newStoppableListener(addr string, stopc <-chan struct{}) (*stoppableListener, error) {
-	ln, err := net.Listen("tcp", addr)
+	tcpAddr, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return wrapStoppable(ln.(*net.TCPListener), stopc), nil
+	ln, err := net.ListenTCP("tcp", tcpAddr)
+	if err != nil {
+		return nil, err
+	}
+	return wrapStoppable(ln, stopc), nil
 }
 
 // wrapStoppable makes ln stoppable; closing stopc closes ln.

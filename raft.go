@@ -350,7 +350,12 @@ func (rc *raftNode) startTransport(restart bool) error {
 
 	var sl *stoppableListener
 	if rc.cfg.PeerListener != nil {
-		sl = wrapStoppable(rc.cfg.PeerListener.(*net.TCPListener), rc.stopc)
+		tl, ok := rc.cfg.PeerListener.(*net.TCPListener)
+		if !ok {
+			rc.transport.Stop()
+			return fmt.Errorf("peer listener: a %T, not a TCP listener", rc.cfg.PeerListener)
+		}
+		sl = wrapStoppable(tl, rc.stopc)
 	} else {
 		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
 		addr := u.Host

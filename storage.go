@@ -93,8 +93,14 @@ func (rc *raftNode) openStorage() (restart bool, err error) {
 		rc.bootSnapshot = loaded
 		rc.setConfState(raftpb.EnsureConfState(proto.Clone(snapshot.GetMetadata().GetConfState()).(*raftpb.ConfState)))
 	}
-	rc.raftStorage.SetHardState(st)
-	rc.raftStorage.Append(ents)
+	if err := rc.raftStorage.SetHardState(st); err != nil {
+		rc.wal.Close()
+		return false, fmt.Errorf("restore raft state from WAL %s: %w", rc.waldir, err)
+	}
+	if err := rc.raftStorage.Append(ents); err != nil {
+		rc.wal.Close()
+		return false, fmt.Errorf("restore raft log from WAL %s: %w", rc.waldir, err)
+	}
 	rc.noteConfChanges(ents)
 	rc.bootCommit = st.GetCommit()
 	rc.bootLast = max(rc.bootCommit, snapshot.GetMetadata().GetIndex())
