@@ -133,19 +133,19 @@ func (h *httpKVAPI) route(r *http.Request) (string, http.HandlerFunc) {
 	p := r.URL.Path
 	switch {
 	case p == "/health":
-		return "health", h.only(http.MethodGet, h.health)
+		return "health", h.getOrHead(h.health)
 	case p == "/metrics":
-		return "metrics", h.only(http.MethodGet, h.metrics.handler().ServeHTTP)
+		return "metrics", h.getOrHead(h.metrics.handler().ServeHTTP)
 	case p == "/v1/watch": // a stream: no request timeout
 		return "v1_watch", h.only(http.MethodGet, h.watch)
 	case p == "/v1/kv":
-		return "v1_list", h.timed(h.only(http.MethodGet, h.list))
+		return "v1_list", h.timed(h.getOrHead(h.list))
 	case strings.HasPrefix(p, "/v1/kv/"):
 		return "v1_kv", h.timed(h.v1Key)
 	case p == "/v1/txn":
 		return "v1_txn", h.timed(h.only(http.MethodPost, h.txn))
 	case p == "/v1/status":
-		return "v1_status", h.only(http.MethodGet, h.statusReport)
+		return "v1_status", h.getOrHead(h.statusReport)
 	case p == "/v1/members" || strings.HasPrefix(p, "/v1/members/"):
 		return "v1_members", h.timed(h.members)
 	case p == "/v1/leader":
@@ -179,6 +179,18 @@ func (h *httpKVAPI) only(method string, serve http.HandlerFunc) http.HandlerFunc
 	}
 }
 
+// getOrHead answers 405 to methods other than GET and HEAD; net/http sends
+// only the headers of a HEAD answer. (A watch stream takes GET alone.)
+func (h *httpKVAPI) getOrHead(serve http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.methodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		serve(w, r)
+	}
+}
+
 // statusRecorder remembers the status code written, for metrics.
 type statusRecorder struct {
 	http.ResponseWriter
@@ -205,7 +217,7 @@ func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPut:
 		h.put(ctx, w, r, key)
-	case http.MethodGet:
+	case http.MethodGet, http.MethodHead:
 		h.get(ctx, w, r, key)
 	case http.MethodPost:
 		h.addMember(ctx, w, r, key)
@@ -216,7 +228,7 @@ func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 			h.delete(ctx, w, r, key)
 		}
 	default:
-		w.Header().Set("Allow", "GET, PUT, POST, DELETE")
+		w.Header().Set("Allow", "GET, HEAD, PUT, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
 }

@@ -47,12 +47,12 @@ func (h *httpKVAPI) members(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "":
 		switch r.Method {
-		case http.MethodGet:
+		case http.MethodGet, http.MethodHead:
 			writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.Members()})
 		case http.MethodPost:
 			h.addMemberJSON(w, r)
 		default:
-			h.methodNotAllowed(w, "GET, POST")
+			h.methodNotAllowed(w, "GET, HEAD, POST")
 		}
 	case action == "" && r.Method == http.MethodDelete, action == "promote" && r.Method == http.MethodPost:
 		id, err := parseMemberID(idText)
@@ -132,7 +132,7 @@ func (h *httpKVAPI) decodeJSON(w http.ResponseWriter, r *http.Request, v any) er
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: JSON body: %v", errInvalid, err)
+		return fmt.Errorf("%w: JSON body: %s", errInvalid, jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: JSON body: trailing data", errInvalid)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -35,12 +36,12 @@ func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.Method {
-	case http.MethodGet:
+	case http.MethodGet, http.MethodHead:
 		h.v1Get(w, r, key)
 	case http.MethodPut, http.MethodDelete:
 		h.v1Write(w, r, key)
 	default:
-		h.methodNotAllowed(w, "GET, PUT, DELETE")
+		h.methodNotAllowed(w, "GET, HEAD, PUT, DELETE")
 	}
 }
 
@@ -56,11 +57,27 @@ func (h *httpKVAPI) v1Get(w http.ResponseWriter, r *http.Request, key string) {
 		h.jsonFail(w, err)
 	case !ok:
 		h.jsonFail(w, fmt.Errorf("%w: key %q", errNotFound, key))
+	case etagMatches(r.Header.Get("If-None-Match"), it.Rev):
+		// The client's copy is current: a cache revalidating it needs no body.
+		w.Header().Set("ETag", etag(it.Rev))
+		w.WriteHeader(http.StatusNotModified)
 	default:
 		w.Header().Set("ETag", etag(it.Rev))
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(it.Value)
 	}
+}
+
+// etagMatches reports whether an If-None-Match header names the revision
+// rev: "*", or a list of entity tags ("12", W/"12") of which one is rev's.
+func etagMatches(header string, rev uint64) bool {
+	for _, tag := range strings.Split(header, ",") {
+		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+		if tag == "*" || tag == etag(rev) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) {
@@ -270,7 +287,7 @@ func parseTxn(body []byte) ([]op, error) {
 	dec.DisallowUnknownFields()
 	var tops []txnOp
 	if err := dec.Decode(&tops); err != nil {
-		return nil, fmt.Errorf("%w: txn body: %v", errInvalid, err)
+		return nil, fmt.Errorf(`%w: txn body must be a JSON list of operations like [{"op":"put","key":"k","value":"v"}]: %s`, errInvalid, jsonProblem(err))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: txn body: trailing data after the list", errInvalid)
@@ -287,6 +304,33 @@ func parseTxn(body []byte) ([]op, error) {
 		ops[i] = o
 	}
 	return ops, nil
+}
+
+// jsonProblem says what is wrong with a JSON body in the client's terms:
+// which field, and what kind of value it takes (a number, a string, ...),
+// rather than the Go type it would have been decoded into.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	want := "a " + te.Type.Kind().String()
+	switch te.Type.Kind() {
+	case reflect.Slice, reflect.Array:
+		want = "a list"
+	case reflect.Struct, reflect.Map:
+		want = "an object"
+	case reflect.String:
+		want = "a string"
+	case reflect.Bool:
+		want = "true or false"
+	case reflect.Int, reflect.Int64, reflect.Uint, reflect.Uint64, reflect.Uint32, reflect.Int32, reflect.Float64:
+		want = "a number"
+	}
+	if te.Field == "" {
+		return fmt.Sprintf("got %s where %s belongs", te.Value, want)
+	}
+	return fmt.Sprintf("field %q must be %s, not %s", te.Field, want, te.Value)
 }
 
 // jsonEvent is one watch event on the wire.
