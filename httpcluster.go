@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -129,13 +131,23 @@ func (h *httpKVAPI) decodeJSON(w http.ResponseWriter, r *http.Request, v any) er
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	if err := decodeStrictJSON(body, v); err != nil {
+		return fmt.Errorf("%w: JSON body: %s", errInvalid, err)
+	}
+	return nil
+}
+
+// decodeStrictJSON decodes one JSON value from body into v, refusing
+// unknown fields and anything after the value but white space. Its error
+// is in the client's terms (jsonProblem).
+func decodeStrictJSON(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: JSON body: %s", errInvalid, jsonProblem(err))
+		return errors.New(jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: JSON body: trailing data", errInvalid)
+		return errors.New("trailing data after the JSON value")
 	}
 	return nil
 }

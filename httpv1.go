@@ -283,14 +283,9 @@ func parseTxn(body []byte) ([]op, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not UTF-8 (JSON values are UTF-8 strings; use /v1/kv/ for raw bytes)", errInvalid)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
 	var tops []txnOp
-	if err := dec.Decode(&tops); err != nil {
-		return nil, fmt.Errorf(`%w: txn body must be a JSON list of operations like [{"op":"put","key":"k","value":"v"}]: %s`, errInvalid, jsonProblem(err))
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: txn body: trailing data after the list", errInvalid)
+	if err := decodeStrictJSON(body, &tops); err != nil {
+		return nil, fmt.Errorf(`%w: txn body must be a JSON list of operations like [{"op":"put","key":"k","value":"v"}]: %v`, errInvalid, err)
 	}
 	if len(tops) == 0 {
 		return nil, fmt.Errorf("%w: txn body: no operations", errInvalid)

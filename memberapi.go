@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -472,7 +474,10 @@ func remoteKind(code int) error {
 func (rc *raftNode) serveMembers(w http.ResponseWriter, r *http.Request) {
 	m := rc.memberAPI.Load()
 	var mc memberChange
-	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&mc)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil {
+		err = decodeStrictJSON(body, &mc)
+	}
 	var res changeResult
 	switch {
 	case r.Method != http.MethodPost:
@@ -488,6 +493,9 @@ func (rc *raftNode) serveMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		code := statusFor(err)
+		if code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(rc.cfg.electionTimeout().Round(time.Second)/time.Second))))
+		}
 		writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
 		return
 	}

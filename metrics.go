@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,9 @@ type metrics struct {
 	httpDuration       *prometheus.HistogramVec
 	openConnections    *prometheus.GaugeVec
 	acceptErrors       *prometheus.CounterVec
+
+	serveOnce sync.Once
+	serve     http.Handler // /metrics, built once
 
 	// raftLogBytes reads the size of raft's in-memory log; the running
 	// raftNode sets it.
@@ -105,7 +109,10 @@ func boolFloat(b bool) float64 {
 // handler serves this member's metrics with the process-wide default ones
 // (Go runtime, process, and etcd's rafthttp and WAL metrics).
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, m.registry}, promhttp.HandlerOpts{})
+	m.serveOnce.Do(func() {
+		m.serve = promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, m.registry}, promhttp.HandlerOpts{})
+	})
+	return m.serve
 }
 
 // observe records one HTTP request.
