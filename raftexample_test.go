@@ -68,6 +68,7 @@ func TestProposeOnCommit(t *testing.T) {
 	}
 	const rounds = 100
 	var wg sync.WaitGroup
+	seenBy := make([]int, len(nodes)) // entries each member saw committed
 	for i, n := range nodes {
 		wg.Add(1)
 		go func() {
@@ -76,6 +77,7 @@ func TestProposeOnCommit(t *testing.T) {
 			// whatever commits until it has seen enough.
 			n.proposeC <- proposal{data: putEntry(fmt.Sprintf("k%d", i), []byte("v"))}
 			seen := 0
+			defer func() { seenBy[i] = seen }()
 			for c := range n.rc.commitC {
 				for _, e := range c.entries {
 					if len(e.data) == 0 {
@@ -104,6 +106,17 @@ func TestProposeOnCommit(t *testing.T) {
 	case <-done:
 	case <-time.After(60 * time.Second):
 		t.Fatal("proposals fed back from commits stalled")
+	}
+	// commitC also closes when a member fails: each must have seen its
+	// rounds through and stopped without an error.
+	for i, n := range nodes {
+		n.rc.Stop()
+		if err, ok := <-n.rc.errorC; ok {
+			t.Errorf("member %d failed: %v", i+1, err)
+		}
+		if seenBy[i] < rounds {
+			t.Errorf("member %d saw %d committed entries, want %d", i+1, seenBy[i], rounds)
+		}
 	}
 }
 
