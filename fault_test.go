@@ -37,6 +37,20 @@ import (
 
 var soak = flag.Duration("soak", 0, "run each TestFault schedule for this long instead of the short CI schedule")
 
+var seedFlag = flag.Uint64("seed", 0, "seed of the randomised tests (fault schedules, clients); 0 takes one from the clock")
+
+// testSeed returns the seed of a randomised test, from -seed or the clock,
+// and logs it so that a failure can be replayed.
+func testSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with: go test -run '^%s$' -args -seed=%d)", seed, t.Name(), seed)
+	return seed
+}
+
 const (
 	epochLength     = 5 * time.Second // clients move to new key names this often
 	groupsPerEpoch  = 3
@@ -81,6 +95,7 @@ type faultCluster struct {
 	dir  string
 	hist *history
 	rng  *rand.Rand // the nemesis's; only the test goroutine uses it
+	seed uint64     // of rng and of every client's
 
 	mu         sync.Mutex
 	members    map[int]*faultMember // every member ever started
@@ -93,9 +108,10 @@ type faultCluster struct {
 
 func newFaultCluster(t *testing.T, net peerNet, n int, extra ...string) *faultCluster {
 	t.Helper()
+	seed := testSeed(t)
 	c := &faultCluster{
-		t: t, net: net, dir: t.TempDir(), hist: newHistory(),
-		rng:        rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5)),
+		t: t, net: net, dir: t.TempDir(), hist: newHistory(), seed: seed,
+		rng:        rand.New(rand.NewPCG(seed, 5)),
 		members:    map[int]*faultMember{},
 		nextID:     1,
 		faults:     map[string]int{},
@@ -785,7 +801,7 @@ func (c *faultCluster) startClients(n int) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range n {
-		fc := &faultClient{c: c, id: i, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(i))), seen: map[string]seenRev{}}
+		fc := &faultClient{c: c, id: i, rng: rand.New(rand.NewPCG(c.seed, uint64(100+i))), seen: map[string]seenRev{}}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

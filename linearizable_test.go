@@ -569,8 +569,7 @@ func TestLinearizableHistory(t *testing.T) {
 	defer transport.CloseIdleConnections()
 	httpc := &http.Client{Transport: transport, Timeout: 5 * time.Second}
 	revs := &revisionLog{byValue: map[string]uint64{}, byRev: map[string]string{}}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	var nextID atomic.Int32
 	nextID.Store(clients)
 	start := time.Now()
