@@ -603,13 +603,12 @@ func TestLinearizableHistory(t *testing.T) {
 	// of the run, then heal. The waits are the fault's schedule, not a
 	// condition: the clients run throughout.
 	time.Sleep(runFor / 3)
-	if lead := c.members[0].rc.leader.current(); lead != 0 {
-		heal := partition(c, c.members[lead-1])
-		t.Logf("cut off leader %d at %v", lead, time.Since(start).Round(time.Millisecond))
-		time.Sleep(runFor / 4)
-		heal()
-		t.Logf("healed at %v", time.Since(start).Round(time.Millisecond))
-	}
+	lead := c.waitLeader() // the partition is the point: wait for a leader to cut off, never skip it
+	heal := partition(c, c.members[lead-1])
+	t.Logf("cut off leader %d at %v", lead, time.Since(start).Round(time.Millisecond))
+	time.Sleep(runFor / 4)
+	heal()
+	t.Logf("healed at %v", time.Since(start).Round(time.Millisecond))
 	wg.Wait()
 
 	var history []porcupine.Operation
