@@ -390,14 +390,14 @@ func TestRestartAppliesNothingTwice(t *testing.T) {
 
 	cfg.PeerListener = relisten(t, peers[0])
 	n := startRawNode(t, cfg, nil)
-	first := <-n.rc.commitC
+	first := nextCommit(t, n)
 	if first.snapshotIndex == 0 {
 		t.Fatal("first commit after restart is not the snapshot")
 	}
 	close(first.applyDoneC)
 	last := first.snapshotIndex
 	for last < n.rc.bootCommit {
-		c := <-n.rc.commitC
+		c := nextCommit(t, n)
 		for _, e := range c.entries {
 			if e.index <= last {
 				t.Fatalf("entry %d delivered after %d", e.index, last)
@@ -405,6 +405,24 @@ func TestRestartAppliesNothingTwice(t *testing.T) {
 			last = e.index
 		}
 		close(c.applyDoneC)
+	}
+}
+
+// nextCommit reads the next commit of n, failing the test (rather than
+// panicking on a nil commit) when n stops, fails or publishes nothing for
+// ten seconds.
+func nextCommit(t *testing.T, n *rawNode) *commit {
+	t.Helper()
+	select {
+	case c, ok := <-n.rc.commitC:
+		if !ok {
+			err := <-n.rc.errorC
+			t.Fatalf("commitC closed before the expected commit (member error: %v)", err)
+		}
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no commit within 10s")
+		return nil
 	}
 }
 
