@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -543,10 +544,25 @@ func TestPurgeOldSnapshots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// First more snapshots than --max-snapshots keeps must exist (without
+	// them the file count below proves nothing), then purging must bring
+	// the files back to the bound.
 	eventually(t, 5*time.Second, func() error {
-		snaps, _ := filepath.Glob(filepath.Join(snapdir, "*.snap"))
-		if len(snaps) > 2 || len(snaps) == 0 {
-			return fmt.Errorf("%d snapshot files, want 1 or 2", len(snaps))
+		var h dto.Metric
+		if err := m.cfg.Metrics.snapshotDuration.Write(&h); err != nil {
+			return err
+		}
+		if n := h.GetHistogram().GetSampleCount(); n < 4 {
+			return fmt.Errorf("%d snapshots taken, want at least 4", n)
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, func() error {
+		for _, pattern := range []string{"*.snap", "*.snap.db"} {
+			files, _ := filepath.Glob(filepath.Join(snapdir, pattern))
+			if len(files) > 2 || len(files) == 0 {
+				return fmt.Errorf("%d %s files, want 1 or 2", len(files), pattern)
+			}
 		}
 		return nil
 	})
