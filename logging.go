@@ -49,11 +49,19 @@ func libLogger(l *zap.Logger) *zap.Logger {
 	return l.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return demoteInfo{c} }))
 }
 
-// demoteInfo is a core that logs info entries as debug.
+// demoteInfo is a core that logs info entries as debug, and the warnings
+// this program's design makes routine.
 type demoteInfo struct{ zapcore.Core }
 
+// routineWarning holds library warnings that say nothing is wrong here: the
+// snapshotter warns about every file of its directory that is not a .snap,
+// at every start, and the .snap.db state files live there by design.
+var routineWarning = map[string]bool{
+	"found unexpected non-snap file; skipping": true,
+}
+
 func (c demoteInfo) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if e.Level == zapcore.InfoLevel {
+	if e.Level == zapcore.InfoLevel || e.Level == zapcore.WarnLevel && routineWarning[e.Message] {
 		e.Level = zapcore.DebugLevel
 	}
 	if c.Enabled(e.Level) {
