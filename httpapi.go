@@ -61,11 +61,13 @@ type httpKVAPI struct {
 	// requireClientCert answers 403 to clients without a verified
 	// certificate, on every route but /health.
 	requireClientCert bool
+
+	routes routeHandlers // built once by newHTTPKVAPI
 }
 
 func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpConfig) *httpKVAPI {
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
-	return &httpKVAPI{
+	h := &httpKVAPI{
 		store:           store,
 		cluster:         cluster,
 		status:          status,
@@ -81,6 +83,8 @@ func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 
 		requireClientCert: cfg.RequireClientCert,
 	}
+	h.routes = h.buildRoutes()
+	return h
 }
 
 // httpConfig configures the client-facing HTTP API.
@@ -133,29 +137,51 @@ func (h *httpKVAPI) route(r *http.Request) (string, http.HandlerFunc) {
 	p := r.URL.Path
 	switch {
 	case p == "/health":
-		return "health", h.getOrHead(h.health)
+		return "health", h.routes.health
 	case p == "/metrics":
-		return "metrics", h.getOrHead(h.metrics.handler().ServeHTTP)
-	case p == "/v1/watch": // a stream: no request timeout
-		return "v1_watch", h.only(http.MethodGet, h.watch)
+		return "metrics", h.routes.metrics
+	case p == "/v1/watch":
+		return "v1_watch", h.routes.watch
 	case p == "/v1/kv":
-		return "v1_list", h.timed(h.getOrHead(h.list))
+		return "v1_list", h.routes.list
 	case strings.HasPrefix(p, "/v1/kv/"):
-		return "v1_kv", h.timed(h.v1Key)
+		return "v1_kv", h.routes.key
 	case p == "/v1/txn":
-		return "v1_txn", h.timed(h.only(http.MethodPost, h.txn))
+		return "v1_txn", h.routes.txn
 	case p == "/v1/status":
-		return "v1_status", h.getOrHead(h.statusReport)
+		return "v1_status", h.routes.status
 	case p == "/v1/members" || strings.HasPrefix(p, "/v1/members/"):
-		return "v1_members", h.timed(h.members)
+		return "v1_members", h.routes.members
 	case p == "/v1/leader":
-		return "v1_leader", h.timed(h.only(http.MethodPost, h.transferLeader))
+		return "v1_leader", h.routes.leader
 	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
-		return "v1_unknown", func(w http.ResponseWriter, r *http.Request) {
-			h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
-		}
+		return "v1_unknown", h.routes.unknown
 	default:
-		return "kv", h.timed(h.serveRoot)
+		return "kv", h.routes.root
+	}
+}
+
+// routeHandlers are the handlers route picks from, each wrapped once in
+// its method check and request timeout.
+type routeHandlers struct {
+	health, metrics, watch, list, key, txn, status, members, leader, unknown, root http.HandlerFunc
+}
+
+func (h *httpKVAPI) buildRoutes() routeHandlers {
+	return routeHandlers{
+		health:  h.getOrHead(h.health),
+		metrics: h.getOrHead(h.metrics.handler().ServeHTTP),
+		watch:   h.only(http.MethodGet, h.watch), // a stream: no request timeout
+		list:    h.timed(h.getOrHead(h.list)),
+		key:     h.timed(h.v1Key),
+		txn:     h.timed(h.only(http.MethodPost, h.txn)),
+		status:  h.getOrHead(h.statusReport),
+		members: h.timed(h.members),
+		leader:  h.timed(h.only(http.MethodPost, h.transferLeader)),
+		unknown: func(w http.ResponseWriter, r *http.Request) {
+			h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
+		},
+		root: h.timed(h.serveRoot),
 	}
 }
 
