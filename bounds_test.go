@@ -249,7 +249,7 @@ func TestLargeTxnKeepsWatchersAndHistory(t *testing.T) {
 	smallValue := strings.Repeat("v", 1000)
 	smallBytes := eventBytes(event{Key: "h/00", Value: []byte(smallValue)})
 	opts := defaultMemberOptions()
-	opts.maxRequestBytes = 1536 << 10 // the flag's default: the txn body is 1.5 MB
+	opts.http.MaxRequestBytes = 1536 << 10 // the flag's default: the txn body is 1.5 MB
 	opts.kv.HistoryRevisions = 1000
 	opts.kv.HistoryBytes = txnBytes + keep*smallBytes // room for the txn and 10 more
 	opts.kv.WatchQueueBytes = 1 << 20                 // smaller than the txn

@@ -42,13 +42,10 @@ func serveLimited(t testing.TB, h http.Handler, lim connLimits, m *metrics) stri
 // with lim and a watch write timeout of watchWrite.
 func startLimitedMember(t testing.TB, lim connLimits, watchWrite time.Duration) (*member, string) {
 	t.Helper()
-	m := newTestCluster(t, 1, nil).members[0]
-	api := newHTTPKVAPI(m.kvs, m.members, newStatusReporter(m.rc, m.kvs, m.members), httpConfig{
-		RequestTimeout: 3 * time.Second, MaxRequestBytes: 1 << 20, RetryAfter: time.Second,
-		WatchHeartbeat: 50 * time.Millisecond, WatchWriteTimeout: watchWrite,
-		Logger: m.cfg.Logger, Metrics: m.cfg.Metrics,
-	})
-	return m, serveLimited(t, api, lim, m.cfg.Metrics)
+	opts := defaultMemberOptions()
+	opts.http.WatchWriteTimeout = watchWrite
+	m := newTestClusterWith(t, 1, opts, nil).members[0]
+	return m, serveLimited(t, m.api, lim, m.cfg.Metrics)
 }
 
 // openConns reads the open_connections gauge of a listener.

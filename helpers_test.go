@@ -74,17 +74,12 @@ func testRaftConfig(t testing.TB, id uint64, peers []string, dir string) raftCon
 	}
 }
 
-// member is one in-process raftexample: raftNode, kvstore and HTTP API,
-// wired the way main wires them.
+// member is one in-process raftexample, assembled by newMember as main
+// assembles it, with its HTTP API served by httptest.
 type member struct {
-	cfg         raftConfig
-	rc          *raftNode
-	kvs         *kvstore
-	members     *memberAPI
-	proposeC    chan proposal
-	confChangeC chan proposal
-	srv         *httptest.Server
-
+	*memberNode
+	cfg  raftConfig
+	srv  *httptest.Server
 	opts memberOptions // kept across restarts
 }
 
@@ -93,15 +88,14 @@ type member struct {
 const defaultTestHistory = 1000
 
 // memberOptions are a test member's kvstore and HTTP settings (raft's are
-// in its raftConfig).
+// in its raftConfig, which also gives both their Logger and Metrics).
 type memberOptions struct {
-	kv              kvConfig // Logger, Metrics and MemberID come from the raftConfig
-	maxRequestBytes int64
-	maxKeyBytes     int
+	kv   kvConfig
+	http httpConfig
 }
 
 // defaultMemberOptions are the flags' defaults, but for a smaller watch
-// history and a 1 MiB request limit.
+// history, a 1 MiB request limit and shorter timeouts.
 func defaultMemberOptions() memberOptions {
 	return memberOptions{
 		kv: kvConfig{
@@ -111,8 +105,13 @@ func defaultMemberOptions() memberOptions {
 			WatchQueueBytes:     defaultWatchQueueBytes,
 			QuotaBytes:          2 << 30,
 		},
-		maxRequestBytes: 1 << 20,
-		maxKeyBytes:     8 << 10,
+		http: httpConfig{
+			RequestTimeout:  3 * time.Second,
+			MaxRequestBytes: 1 << 20,
+			MaxKeyBytes:     8 << 10,
+			RetryAfter:      time.Second,
+			WatchHeartbeat:  50 * time.Millisecond,
+		},
 	}
 }
 
@@ -132,31 +131,16 @@ func startMember(t testing.TB, cfg raftConfig) *member {
 // startMemberWith starts a member with the given kvstore and HTTP options.
 func startMemberWith(t testing.TB, cfg raftConfig, opts memberOptions) *member {
 	t.Helper()
-	m := &member{cfg: cfg, proposeC: make(chan proposal), confChangeC: make(chan proposal), opts: opts}
-	kv := opts.kv
-	kv.Logger, kv.Metrics, kv.MemberID = cfg.Logger, cfg.Metrics, cfg.ID
-	m.kvs = newKVStore(kv, m.proposeC)
-	rc, err := newRaftNode(cfg, m.kvs.getSnapshot, m.proposeC, m.confChangeC)
+	mc := memberConfig{Raft: cfg, KV: opts.kv, HTTP: opts.http}
+	mc.KV.Logger, mc.KV.Metrics, mc.KV.MemberID = cfg.Logger, cfg.Metrics, cfg.ID
+	mc.HTTP.Logger, mc.HTTP.Metrics = cfg.Logger, cfg.Metrics
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := newMember(ctx, mc)
 	if err != nil {
 		t.Fatalf("start member %d: %v", cfg.ID, err)
 	}
-	m.rc = rc
-	m.kvs.start(rc.commitC, rc)
-	select {
-	case <-m.kvs.waitApplied(rc.bootCommit):
-	case <-time.After(10 * time.Second):
-		t.Fatalf("member %d did not replay its log", cfg.ID)
-	}
-	m.members = newMemberAPI(rc, m.confChangeC)
-	m.srv = httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, newStatusReporter(rc, m.kvs, m.members), httpConfig{
-		RequestTimeout:  3 * time.Second,
-		MaxRequestBytes: opts.maxRequestBytes,
-		MaxKeyBytes:     opts.maxKeyBytes,
-		RetryAfter:      time.Second,
-		WatchHeartbeat:  50 * time.Millisecond,
-		Logger:          cfg.Logger,
-		Metrics:         cfg.Metrics,
-	}))
+	m := &member{memberNode: n, cfg: cfg, opts: opts, srv: httptest.NewServer(n.api)}
 	t.Cleanup(m.stop)
 	return m
 }

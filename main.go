@@ -235,27 +235,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	}
 	defer ln.Close()
 
-	proposeC := make(chan proposal)
-	confChangeC := make(chan proposal)
-	kvs := newKVStore(cfg.kvConfig(logger), proposeC)
-	rc, err := newRaftNode(cfg.raft, kvs.getSnapshot, proposeC, confChangeC)
-	if err != nil {
-		return err
-	}
-	defer rc.Stop()
-	kvs.start(rc.commitC, rc)
-
-	// Serve nothing older than what this member acknowledged before it stopped.
-	select {
-	case <-kvs.waitApplied(rc.bootCommit):
-	case err := <-rc.errorC:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
-
-	members := newMemberAPI(rc, confChangeC)
-	api := newHTTPKVAPI(kvs, members, newStatusReporter(rc, kvs, members), httpConfig{
+	m, err := newMember(ctx, memberConfig{Raft: cfg.raft, KV: cfg.kvConfig(logger), HTTP: httpConfig{
 		RequestTimeout:    cfg.requestTimeout,
 		MaxRequestBytes:   cfg.maxRequestBytes,
 		MaxKeyBytes:       cfg.maxKeyBytes,
@@ -265,7 +245,15 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		RequireClientCert: clientCertRequired(&cfg.clientTLS),
 		Logger:            logger,
 		Metrics:           cfg.raft.Metrics,
-	})
+	}})
+	if errors.Is(err, context.Canceled) {
+		return nil // a signal while it replayed its log
+	}
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	rc, api := m.rc, m.api
 	srv := newHTTPServer(api, cfg.client, nil, logger)
 	scheme := "http"
 	if !cfg.clientTLS.Empty() {
@@ -276,7 +264,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	readyCtx, stopReady := context.WithCancel(ctx)
 	readyDone := make(chan struct{})
-	go func() { defer close(readyDone); announceReady(readyCtx, rc, members, cfg, scheme, logger) }()
+	go func() { defer close(readyDone); announceReady(readyCtx, rc, m.members, cfg, scheme, logger) }()
 	defer func() { stopReady(); <-readyDone }()
 
 	var runErr error

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -99,7 +98,9 @@ func TestSpecErrors(t *testing.T) {
 	// proposals that cannot commit: the write times out (504, and may still
 	// apply), and a membership change meanwhile is refused (409, retry).
 	t.Run("timeout and change in progress", func(t *testing.T) {
-		slow := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.ElectionTicks = 100 }) // 1s election timeout
+		opts := defaultMemberOptions()
+		opts.http.RequestTimeout = 400 * time.Millisecond
+		slow := newTestClusterWith(t, 3, opts, func(cfg *raftConfig) { cfg.ElectionTicks = 100 }) // 1s election timeout
 		lead := int(slow.waitLeader()) - 1
 		for i, m := range slow.members {
 			if i != lead {
@@ -107,11 +108,7 @@ func TestSpecErrors(t *testing.T) {
 			}
 		}
 		m := slow.members[lead]
-		srv := httptest.NewServer(newHTTPKVAPI(m.kvs, m.members, newStatusReporter(m.rc, m.kvs, m.members), httpConfig{
-			RequestTimeout: 400 * time.Millisecond, MaxRequestBytes: 1 << 20, MaxKeyBytes: 8 << 10, RetryAfter: time.Second,
-			Logger: m.cfg.Logger, Metrics: m.cfg.Metrics,
-		}))
-		defer srv.Close()
+		srv := m.srv
 		first := make(chan int, 1)
 		go func() {
 			// A learner: adding a voter is refused outright while the
