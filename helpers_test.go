@@ -148,7 +148,7 @@ func startMemberWith(t testing.TB, cfg raftConfig, opts memberOptions) *member {
 // stop shuts the member down; it is safe to call twice.
 func (m *member) stop() {
 	m.srv.Close()
-	m.rc.Stop()
+	m.Stop()
 }
 
 // testCluster is n in-process members with data under one temp dir.

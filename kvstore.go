@@ -45,10 +45,11 @@ type kvstore struct {
 	// mu, read without it by writers checking the quota.
 	stateBytes atomic.Int64
 
-	waits     wait.Wait     // request ID -> txnResult
-	appliedAt wait.WaitTime // applied index reached
-	stopped   chan struct{} // closed when commitC is closed
-	fresh     chan struct{} // closed once the state holds all this member ever acknowledged
+	waits     wait.Wait      // request ID -> txnResult
+	appliedAt wait.WaitTime  // applied index reached
+	stopped   chan struct{}  // closed when commitC is closed
+	wg        sync.WaitGroup // readCommits and awaitFresh
+	fresh     chan struct{}  // closed once the state holds all this member ever acknowledged
 }
 
 // txnResult is what the applier tells a waiting writer.
@@ -147,8 +148,19 @@ func (s *kvstore) historyStats() historyStats {
 func (s *kvstore) start(commitC <-chan *commit, rc *raftNode) {
 	s.leader = rc.leader
 	s.readIndex = rc.readIndex
-	go s.readCommits(commitC)
-	go s.awaitFresh(rc.bootLast, rc.cfg.electionTimeout())
+	s.wg.Go(func() { s.readCommits(commitC) })
+	s.wg.Go(func() { s.awaitFresh(rc.bootLast, rc.cfg.electionTimeout()) })
+}
+
+// wait returns once the goroutines start began have ended: after raftNode
+// has stopped and closed commitC.
+func (s *kvstore) wait() { s.wg.Wait() }
+
+// appliedIndex is the index of the last entry the store has applied.
+func (s *kvstore) appliedIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
 }
 
 // awaitFresh closes s.fresh once this member's state includes everything it

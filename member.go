@@ -54,5 +54,9 @@ func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 	return n, nil
 }
 
-// Stop shuts the member down and waits until its WAL is closed.
-func (n *memberNode) Stop() { n.rc.Stop() }
+// Stop shuts the member down and waits until its WAL is closed and the
+// kvstore has applied its last commit.
+func (n *memberNode) Stop() {
+	n.rc.Stop()
+	n.kvs.wait()
+}

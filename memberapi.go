@@ -39,11 +39,20 @@ type memberInfo struct {
 // leader's log shows every change in flight. Other members forward the
 // request to the leader over the peer port.
 type memberChange struct {
-	Op      string `json:"op"` // "add", "promote" or "remove"
+	Op      changeOp `json:"op"`
 	ID      uint64 `json:"id"` // 0 for add: the leader picks one
 	PeerURL string `json:"peerURL,omitempty"`
 	Learner bool   `json:"learner,omitempty"`
 }
+
+// changeOp names a membership change on the wire between members.
+type changeOp string
+
+const (
+	opAddMember    changeOp = "add"
+	opPromote      changeOp = "promote"
+	opRemoveMember changeOp = "remove"
+)
 
 // changeResult tells the requesting member what the leader did.
 type changeResult struct {
@@ -98,13 +107,13 @@ func (m *memberAPI) AddMember(ctx context.Context, id uint64, peerURL string, le
 	if err := validatePeerURL(peerURL); err != nil {
 		return memberInfo{}, err
 	}
-	res, err := m.change(ctx, memberChange{Op: "add", ID: id, PeerURL: peerURL, Learner: learner})
+	res, err := m.change(ctx, memberChange{Op: opAddMember, ID: id, PeerURL: peerURL, Learner: learner})
 	return memberInfo{ID: res.ID, PeerURL: peerURL, Learner: learner}, err
 }
 
 // PromoteMember makes learner id a voter, once it has caught up.
 func (m *memberAPI) PromoteMember(ctx context.Context, id uint64) error {
-	_, err := m.change(ctx, memberChange{Op: "promote", ID: id})
+	_, err := m.change(ctx, memberChange{Op: opPromote, ID: id})
 	return err
 }
 
@@ -114,7 +123,7 @@ func (m *memberAPI) RemoveMember(ctx context.Context, id uint64) error {
 	if id == 0 {
 		return fmt.Errorf("%w: member ID 0", errInvalid)
 	}
-	_, err := m.change(ctx, memberChange{Op: "remove", ID: id})
+	_, err := m.change(ctx, memberChange{Op: opRemoveMember, ID: id})
 	return err
 }
 
@@ -131,7 +140,7 @@ func (m *memberAPI) change(ctx context.Context, mc memberChange) (changeResult, 
 	default:
 		res, err = m.forward(ctx, lead, mc)
 		var re remoteError
-		if err != nil && mc.Op == "remove" && !errors.As(err, &re) {
+		if err != nil && mc.Op == opRemoveMember && !errors.As(err, &re) {
 			// The leader may have removed itself and stopped before it
 			// could answer; the membership will tell.
 			err = nil
@@ -150,7 +159,7 @@ func (m *memberAPI) waitApplied(ctx context.Context, mc memberChange, index uint
 	rc := m.rc
 	for {
 		applied := rc.applied.Load()
-		if mc.Op == "remove" && rc.members.isRemoved(mc.ID) || mc.Op != "remove" && applied >= index {
+		if mc.Op == opRemoveMember && rc.members.isRemoved(mc.ID) || mc.Op != opRemoveMember && applied >= index {
 			return nil
 		}
 		select {
@@ -169,7 +178,7 @@ func (m *memberAPI) waitApplied(ctx context.Context, mc memberChange, index uint
 // removedItself reports whether mc removed this member, which then learned
 // of it, possibly from its peers before it applied the change itself.
 func (m *memberAPI) removedItself(mc memberChange) bool {
-	return mc.Op == "remove" && mc.ID == m.rc.cfg.ID && m.rc.removedSelf.Load()
+	return mc.Op == opRemoveMember && mc.ID == m.rc.cfg.ID && m.rc.removedSelf.Load()
 }
 
 // changeAsLeader checks and proposes mc on the leader.
@@ -190,7 +199,7 @@ func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (change
 	if rc.lastConfIndex.Load() > rc.applied.Load() {
 		return changeResult{}, errChangeInProgress
 	}
-	if mc.Op == "remove" && mc.ID == rc.cfg.ID {
+	if mc.Op == opRemoveMember && mc.ID == rc.cfg.ID {
 		return m.removeLeader(ctx, mc)
 	}
 	cc, err := m.confChangeFor(&mc)
@@ -227,7 +236,7 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 	cs := rc.confStateNow()
 	id := mc.ID
 	switch mc.Op {
-	case "add":
+	case opAddMember:
 		if id == 0 {
 			id = rc.members.nextID()
 			mc.ID = id
@@ -248,7 +257,7 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 			kind = raftpb.ConfChangeAddLearnerNode
 		}
 		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(mc.PeerURL)}, nil
-	case "promote":
+	case opPromote:
 		u := rc.members.peerURL(id)
 		switch {
 		case u == "":
@@ -264,7 +273,7 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 		}
 		kind := raftpb.ConfChangeAddNode
 		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(u)}, nil
-	case "remove":
+	case opRemoveMember:
 		if err := rc.members.checkRemove(id, cs); err != nil {
 			return nil, err
 		}
@@ -293,7 +302,7 @@ func (rc *raftNode) checkStrictReconfig(cs *raftpb.ConfState, mc memberChange) e
 	for _, v := range cs.GetVoters() {
 		next[v] = true
 	}
-	if mc.Op == "remove" {
+	if mc.Op == opRemoveMember {
 		delete(next, mc.ID)
 	} else {
 		next[mc.ID] = true
@@ -309,7 +318,7 @@ func (rc *raftNode) checkStrictReconfig(cs *raftpb.ConfState, mc memberChange) e
 		return nil
 	}
 	switch mc.Op {
-	case "remove":
+	case opRemoveMember:
 		return fmt.Errorf("%w: removing member %d would leave %d of %d voters up, fewer than the %d needed for a quorum; start the members that are down first",
 			errConflict, mc.ID, up, len(next), quorum)
 	default:

@@ -55,7 +55,7 @@ func (s *statusReporter) Status() memberStatus {
 		Term:          st.GetTerm(),
 		RaftState:     st.RaftState.String(),
 		CommitIndex:   st.GetCommit(),
-		AppliedIndex:  s.rc.applied.Load(),
+		AppliedIndex:  s.kvs.appliedIndex(), // what reads see, not what raftNode has handed out
 		SnapshotIndex: snap.GetMetadata().GetIndex(),
 		Members:       s.members.Members(),
 		Keys:          s.kvs.len(),
