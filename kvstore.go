@@ -143,13 +143,24 @@ func (s *kvstore) historyStats() historyStats {
 	return historyStats{bytes: s.histBytes, revs: s.histRevs, watchers: len(s.watchers)}
 }
 
-// start applies commits until commitC is closed. rc tells writers when
-// waiting is hopeless and gives readers their read index.
-func (s *kvstore) start(commitC <-chan *commit, rc *raftNode) {
-	s.leader = rc.leader
-	s.readIndex = rc.readIndex
-	s.wg.Go(func() { s.readCommits(commitC) })
-	s.wg.Go(func() { s.awaitFresh(rc.bootLast, rc.cfg.electionTimeout()) })
+// raftLink is what the kvstore takes from raftNode: the committed entries
+// to apply, the leader (to tell writers when waiting is hopeless), read
+// indexes for linearizable reads, and what it needs to know when it holds
+// everything this member acknowledged before it last stopped.
+type raftLink struct {
+	commitC   <-chan *commit
+	leader    *leaderWatch
+	readIndex func(context.Context) (uint64, error)
+	bootLast  uint64        // the last entry in the WAL at start
+	retry     time.Duration // between ReadIndex rounds while catching up
+}
+
+// start applies commits until commitC is closed.
+func (s *kvstore) start(l raftLink) {
+	s.leader = l.leader
+	s.readIndex = l.readIndex
+	s.wg.Go(func() { s.readCommits(l.commitC) })
+	s.wg.Go(func() { s.awaitFresh(l.bootLast, l.retry) })
 }
 
 // wait returns once the goroutines start began have ended: after raftNode
@@ -573,6 +584,9 @@ func (s *kvstore) restore(st kvState, index uint64) {
 	s.mu.Unlock()
 	s.appliedAt.Trigger(index)
 }
+
+// stateSize is the bytes of keys and values in the state.
+func (s *kvstore) stateSize() int64 { return s.stateBytes.Load() }
 
 // len returns the number of keys.
 func (s *kvstore) len() int {

@@ -39,7 +39,8 @@ func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 		return nil, err
 	}
 	n.rc = rc
-	n.kvs.start(rc.commitC, rc)
+	n.kvs.start(raftLink{commitC: rc.commitC, leader: rc.leader, readIndex: rc.readIndex,
+		bootLast: rc.bootLast, retry: rc.cfg.electionTimeout()})
 	select {
 	case <-n.kvs.waitApplied(rc.bootCommit):
 	case err := <-rc.errorC:

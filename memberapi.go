@@ -40,9 +40,9 @@ type memberInfo struct {
 // request to the leader over the peer port.
 type memberChange struct {
 	Op      changeOp `json:"op"`
-	ID      uint64 `json:"id"` // 0 for add: the leader picks one
-	PeerURL string `json:"peerURL,omitempty"`
-	Learner bool   `json:"learner,omitempty"`
+	ID      uint64   `json:"id"` // 0 for add: the leader picks one
+	PeerURL string   `json:"peerURL,omitempty"`
+	Learner bool     `json:"learner,omitempty"`
 }
 
 // changeOp names a membership change on the wire between members.

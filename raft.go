@@ -1082,6 +1082,16 @@ func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
 	return rc.reads.readIndex(ctx)
 }
 
+// report is raftNode's part of the member's status (raftReporter).
+func (rc *raftNode) report() raftReport {
+	snap, _ := rc.raftStorage.Snapshot()
+	return raftReport{id: rc.cfg.ID, clusterID: rc.clusterID, status: rc.node.Status(),
+		snapshotIndex: snap.GetMetadata().GetIndex(), walDir: rc.waldir, snapDir: rc.snapdir}
+}
+
+// leaderID is the leader this member knows, or raft.None.
+func (rc *raftNode) leaderID() uint64 { return rc.leader.current() }
+
 // The rafthttp.Raft interface: how the transport hands messages to raft.
 
 func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {

@@ -33,35 +33,57 @@ type memberStatus struct {
 	UptimeSeconds float64      `json:"uptimeSeconds"`
 }
 
-// statusReporter answers GET /v1/status and /health for one member.
+// statusReporter answers GET /v1/status and /health for one member, from
+// narrow views of its parts.
 type statusReporter struct {
-	rc      *raftNode
-	kvs     *kvstore
-	members *memberAPI
+	raft    raftReporter
+	state   stateReporter
+	members interface{ Members() []memberInfo }
 	started time.Time
 }
 
-func newStatusReporter(rc *raftNode, kvs *kvstore, members *memberAPI) *statusReporter {
-	return &statusReporter{rc: rc, kvs: kvs, members: members, started: time.Now()}
+// raftReporter is what the status needs from raftNode.
+type raftReporter interface {
+	report() raftReport
+	leaderID() uint64
+	readIndex(ctx context.Context) (uint64, error)
+}
+
+// raftReport is raftNode's part of a member's status.
+type raftReport struct {
+	id, clusterID   uint64
+	status          raft.Status
+	snapshotIndex   uint64
+	walDir, snapDir string
+}
+
+// stateReporter is what the status needs from the kvstore.
+type stateReporter interface {
+	len() int
+	appliedIndex() uint64
+	stateSize() int64
+}
+
+func newStatusReporter(rc raftReporter, kvs stateReporter, members interface{ Members() []memberInfo }) *statusReporter {
+	return &statusReporter{raft: rc, state: kvs, members: members, started: time.Now()}
 }
 
 func (s *statusReporter) Status() memberStatus {
-	st := s.rc.node.Status()
-	snap, _ := s.rc.raftStorage.Snapshot()
+	r := s.raft.report()
 	return memberStatus{
-		ID:            s.rc.cfg.ID,
-		ClusterID:     types.ID(s.rc.clusterID).String(),
-		Leader:        st.Lead,
-		Term:          st.GetTerm(),
-		RaftState:     st.RaftState.String(),
-		CommitIndex:   st.GetCommit(),
-		AppliedIndex:  s.kvs.appliedIndex(), // what reads see, not what raftNode has handed out
-		SnapshotIndex: snap.GetMetadata().GetIndex(),
+		ID:            r.id,
+		ClusterID:     types.ID(r.clusterID).String(),
+		Leader:        r.status.Lead,
+		Term:          r.status.GetTerm(),
+		RaftState:     r.status.RaftState.String(),
+		CommitIndex:   r.status.GetCommit(),
+		AppliedIndex:  s.state.appliedIndex(), // what reads see, not what raftNode has handed out
+		SnapshotIndex: r.snapshotIndex,
 		Members:       s.members.Members(),
-		Keys:          s.kvs.len(),
-		StateBytes:    s.kvs.stateBytes.Load(),
-		WALBytes:      walBytes(s.rc.waldir),
-		SnapshotBytes: dirSize(s.rc.snapdir),
+		Keys:          s.state.len(),
+		StateBytes:    s.state.stateSize(),
+		WALBytes:      walBytes(r.walDir),
+		SnapshotBytes: dirSize(r.snapDir),
 		Version:       memberVersion(),
 		UptimeSeconds: time.Since(s.started).Seconds(),
 	}
@@ -70,7 +92,7 @@ func (s *statusReporter) Status() memberStatus {
 // Health reports why this member cannot serve, or nil. Unless serializable,
 // it also proves a quorum answers with a ReadIndex round within a second.
 func (s *statusReporter) Health(ctx context.Context, serializable bool) error {
-	if s.rc.leader.current() == raft.None {
+	if s.raft.leaderID() == raft.None {
 		return errNoLeader
 	}
 	if serializable {
@@ -78,7 +100,7 @@ func (s *statusReporter) Health(ctx context.Context, serializable bool) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if _, err := s.rc.readIndex(ctx); err != nil {
+	if _, err := s.raft.readIndex(ctx); err != nil {
 		return fmt.Errorf("read index: %w", err)
 	}
 	return nil
