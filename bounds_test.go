@@ -396,14 +396,7 @@ func TestHistoryTrimsWholeRevisions(t *testing.T) {
 	check(1, 5)
 	apply("m")
 	check(1, 6)
-	var buf bytes.Buffer
-	if err := s.getSnapshot()(&buf); err != nil {
-		t.Fatal(err)
-	}
-	st, err := readKV(&buf, int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := roundTripState(t, s)
 	if len(st.History) != 1 || st.HistStart != 6 {
 		t.Fatalf("snapshot history: %d events after %d, want 1 after 6", len(st.History), st.HistStart)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -136,14 +137,7 @@ func canonicalPeerURL(raw string) (string, error) {
 	if !strings.HasSuffix(u.Host, ":"+u.Port()) {
 		return bad("host and port must be host:port")
 	}
-	return scheme + "://" + joinHostPort(host, port), nil
-}
-
-func joinHostPort(host, port string) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + port
-	}
-	return host + ":" + port
+	return scheme + "://" + net.JoinHostPort(host, port), nil
 }
 
 func canonicalHost(h string) (string, error) {

@@ -91,17 +91,17 @@ func (c *keepAliveConn) do(method, path, body string, wait time.Duration) (int, 
 }
 
 // waitClosed waits until the server closes c (a read sees EOF or a reset)
-// and returns how long that took; it fails the test after limit.
-func (c *keepAliveConn) waitClosed(t testing.TB, limit time.Duration) time.Duration {
-	t.Helper()
+// and returns how long that took, or an error if it is still open after
+// limit. It does not touch the test, so it may run on any goroutine.
+func (c *keepAliveConn) waitClosed(limit time.Duration) (time.Duration, error) {
 	start := time.Now()
 	c.SetReadDeadline(start.Add(limit))
 	_, err := io.Copy(io.Discard, c.br)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("connection still open after %v", limit)
+		return 0, fmt.Errorf("connection still open after %v", limit)
 	}
-	return time.Since(start)
+	return time.Since(start), nil
 }
 
 // 2000 idle keep-alive connections are all closed within IdleTimeout.
@@ -164,22 +164,29 @@ func TestSlowBodyClosed(t *testing.T) {
 	if _, err := io.WriteString(c, "PUT /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan int, 1) // the answer's status code, once the connection is closed
+	type answer struct {
+		code int // of the answer read before the connection closed
+		err  error
+	}
+	closed := make(chan answer, 1)
 	go func() {
-		code := 0
+		var a answer
 		c.SetReadDeadline(time.Now().Add(10 * readTimeout))
 		if resp, err := http.ReadResponse(c.br, nil); err == nil {
-			code = resp.StatusCode
+			a.code = resp.StatusCode
 			resp.Body.Close()
 		}
-		c.waitClosed(t, 10*readTimeout)
-		closed <- code
+		_, a.err = c.waitClosed(10 * readTimeout)
+		closed <- a
 	}()
 	sent, code := 0, 0
 	for done := false; !done; {
 		select {
-		case code = <-closed:
-			done = true
+		case a := <-closed:
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			code, done = a.code, true
 		case <-time.After(100 * time.Millisecond):
 			if _, err := c.Write([]byte("x")); err == nil {
 				sent++
@@ -234,8 +241,9 @@ func TestLongRequestsOutliveReadTimeout(t *testing.T) {
 			RetryAfter: time.Second, Logger: zap.NewNop(), Metrics: newMetrics()})
 		addr := serveLimited(t, h, lim, newMetrics())
 		answer := make(chan int, 1)
+		c := dialKeepAlive(t, addr) // here: it may fail the test, which a goroutine must not
 		go func() {
-			code, _, err := dialKeepAlive(t, addr).do(http.MethodPut, "/k", "v", 10*time.Second)
+			code, _, err := c.do(http.MethodPut, "/k", "v", 10*time.Second)
 			if err != nil {
 				t.Error(err)
 			}
@@ -402,11 +410,17 @@ func TestPeerHeaderSlowloris(t *testing.T) {
 	conn := dialKeepAlive(t, strings.TrimPrefix(c.peers[0], "http://"))
 	start := time.Now()
 	io.WriteString(conn, "GET "+rafthttpStreamPath+" HTTP/1.1\r\nHost: test\r\n")
-	closed := make(chan time.Duration, 1)
-	go func() { closed <- conn.waitClosed(t, 10*headerTimeout) }()
+	closed := make(chan error, 1)
+	go func() {
+		_, err := conn.waitClosed(10 * headerTimeout)
+		closed <- err
+	}()
 	for done := false; !done; {
 		select {
-		case <-closed:
+		case err := <-closed:
+			if err != nil {
+				t.Fatal(err)
+			}
 			done = true
 		case <-time.After(50 * time.Millisecond):
 			io.WriteString(conn, "X")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -263,4 +264,18 @@ func httpDo(t testing.TB, method, url, body string) (int, string) {
 // putEntry encodes a one-put request as a raft entry's data.
 func putEntry(key string, value []byte) []byte {
 	return encodeRequest(request{Ops: []op{{Kind: opPut, Key: key, Value: value}}})
+}
+
+// roundTripState encodes s's state as a snapshot does and reads it back.
+func roundTripState(t testing.TB, s *kvstore) kvState {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := s.getSnapshot()(&buf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := readKV(&buf, int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

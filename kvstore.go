@@ -492,6 +492,15 @@ const eventOverhead = 64
 // eventBytes is what one event counts towards --watch-history-bytes.
 func eventBytes(e event) int64 { return int64(len(e.Key)+len(e.Value)) + eventOverhead }
 
+// revisionBytes is what the events of one revision count, by eventBytes.
+func revisionBytes(evs []event) int64 {
+	var n int64
+	for _, e := range evs {
+		n += eventBytes(e)
+	}
+	return n
+}
+
 // record appends one entry's events, one revision, to the history, trims
 // the history to its bounds, and tells the watchers; the caller holds s.mu.
 func (s *kvstore) record(evs []event) {
@@ -503,9 +512,7 @@ func (s *kvstore) record(evs []event) {
 	}
 	s.history = append(s.history, evs...)
 	s.histRevs++
-	for _, e := range evs {
-		s.histBytes += eventBytes(e)
-	}
+	s.histBytes += revisionBytes(evs)
 	s.trimHistory()
 	s.notify(evs)
 }

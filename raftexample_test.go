@@ -274,14 +274,7 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 		{index: 8, data: encodeRequest(request{Ops: []op{{Kind: opDelete, Key: "gone"}}})},
 		{index: 9},
 	})
-	var buf bytes.Buffer
-	if err := s.getSnapshot()(&buf); err != nil {
-		t.Fatal(err)
-	}
-	st, err := readKV(&buf, int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := roundTripState(t, s)
 	r := newTestKVStore(testLogger(t), 100)
 	r.restore(st, 9)
 	want := []kvItem{{"bin\x00\xff", []byte{0, 1, 2}, 6}, {"foo", []byte("bar"), 5}}

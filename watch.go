@@ -53,13 +53,7 @@ func (w *watcher) CutOff() bool { return w.cut.Load() }
 func (w *watcher) Revisions() <-chan []event { return w.revs }
 
 // Received frees the queue space of a revision taken from Revisions.
-func (w *watcher) Received(evs []event) {
-	var size int64
-	for _, e := range evs {
-		size += eventBytes(e)
-	}
-	w.queued.Add(-size)
-}
+func (w *watcher) Received(evs []event) { w.queued.Add(-revisionBytes(evs)) }
 
 // offer queues one revision's events without blocking, and reports whether
 // there was room: fewer than cap(revs) revisions queued, and either none at
@@ -69,10 +63,7 @@ func (w *watcher) offer(evs []event) bool {
 	if len(w.revs) == cap(w.revs) {
 		return false
 	}
-	var size int64
-	for _, e := range evs {
-		size += eventBytes(e)
-	}
+	size := revisionBytes(evs)
 	if len(w.revs) > 0 && w.queued.Load()+size > w.limit {
 		return false
 	}
