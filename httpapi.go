@@ -176,7 +176,7 @@ func (h *httpKVAPI) buildRoutes() routeHandlers {
 		key:     h.timed(h.v1Key),
 		txn:     h.timed(h.only(http.MethodPost, h.txn)),
 		status:  h.getOrHead(h.statusReport),
-		members: h.timed(h.members),
+		members: h.timed(h.membersMux().ServeHTTP),
 		leader:  h.timed(h.only(http.MethodPost, h.transferLeader)),
 		unknown: func(w http.ResponseWriter, r *http.Request) {
 			h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 )
 
 // Operating the cluster over HTTP:
@@ -42,43 +41,50 @@ func (h *httpKVAPI) statusReport(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.status.Status())
 }
 
-// members routes /v1/members and /v1/members/{id}[/promote].
-func (h *httpKVAPI) members(w http.ResponseWriter, r *http.Request) {
-	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/v1/members"), "/")
-	idText, action, _ := strings.Cut(rest, "/")
-	switch {
-	case rest == "":
-		switch r.Method {
-		case http.MethodGet, http.MethodHead:
-			writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.Members()})
-		case http.MethodPost:
-			h.addMemberJSON(w, r)
-		default:
-			h.methodNotAllowed(w, "GET, HEAD, POST")
-		}
-	case action == "" && r.Method == http.MethodDelete, action == "promote" && r.Method == http.MethodPost:
-		id, err := parseMemberID(idText)
-		if err != nil {
-			h.jsonFail(w, err)
-			return
-		}
-		if action == "promote" {
-			err = h.cluster.PromoteMember(r.Context(), id)
-		} else {
-			err = h.cluster.RemoveMember(r.Context(), id)
+// membersMux routes /v1/members and /v1/members/{id}[/promote] with
+// net/http's method and wildcard patterns. Each path also has a pattern
+// without a method, so that other methods get the API's JSON 405 with Allow
+// rather than the mux's plain-text one; other paths under /v1/members are
+// the API's JSON 404.
+func (h *httpKVAPI) membersMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	list := func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.Members()})
+	}
+	for _, path := range []string{"/v1/members", "/v1/members/{$}"} {
+		mux.HandleFunc("GET "+path, list) // GET patterns match HEAD too
+		mux.HandleFunc("POST "+path, h.addMemberJSON)
+		mux.HandleFunc(path, h.allowOnly("GET, HEAD, POST"))
+	}
+	mux.HandleFunc("DELETE /v1/members/{id}", h.memberAction(h.cluster.RemoveMember))
+	mux.HandleFunc("/v1/members/{id}", h.allowOnly("DELETE"))
+	mux.HandleFunc("POST /v1/members/{id}/promote", h.memberAction(h.cluster.PromoteMember))
+	mux.HandleFunc("/v1/members/{id}/promote", h.allowOnly("POST"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
+	})
+	return mux
+}
+
+// memberAction serves a request on /v1/members/{id}...: 204 once do has
+// done its work on the member the path names.
+func (h *httpKVAPI) memberAction(do func(context.Context, uint64) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := parseMemberID(r.PathValue("id"))
+		if err == nil {
+			err = do(r.Context(), id)
 		}
 		if err != nil {
 			h.jsonFail(w, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	case action == "":
-		h.methodNotAllowed(w, "DELETE")
-	case action == "promote":
-		h.methodNotAllowed(w, "POST")
-	default:
-		h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
 	}
+}
+
+// allowOnly answers every request with the JSON 405 naming allow.
+func (h *httpKVAPI) allowOnly(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { h.methodNotAllowed(w, allow) }
 }
 
 func (h *httpKVAPI) addMemberJSON(w http.ResponseWriter, r *http.Request) {

@@ -85,3 +85,28 @@ func TestJSONShapeErrors(t *testing.T) {
 		}
 	}
 }
+
+// The membership routes answer a wrong method with the API's JSON 405 and
+// the methods the path takes, and an unknown path under them with its 404.
+func TestMembersRoutesMethods(t *testing.T) {
+	srv := newTestAPI(t, newFakeStore())
+	for _, tc := range []struct {
+		method, path string
+		want         int
+		allow        string
+	}{
+		{http.MethodPut, "/v1/members", 405, "GET, HEAD, POST"},
+		{http.MethodDelete, "/v1/members/", 405, "GET, HEAD, POST"},
+		{http.MethodGet, "/v1/members/2", 405, "DELETE"},
+		{http.MethodGet, "/v1/members/2/promote", 405, "POST"},
+		{http.MethodPost, "/v1/members/2/demote", 404, ""},
+		{http.MethodGet, "/v1/members/", 200, ""},
+	} {
+		r := do(t, tc.method, srv.URL+tc.path, "")
+		var je jsonError
+		jsonErr := json.Unmarshal(r.body, &je)
+		if r.code != tc.want || r.hdr.Get("Allow") != tc.allow || (tc.want >= 400 && (jsonErr != nil || je.Code != tc.want)) {
+			t.Errorf("%s %s: %d Allow %q body %s, want %d with Allow %q and a JSON error", tc.method, tc.path, r.code, r.hdr.Get("Allow"), r.body, tc.want, tc.allow)
+		}
+	}
+}
