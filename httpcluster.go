@@ -50,7 +50,7 @@ func (h *httpKVAPI) members(w http.ResponseWriter, r *http.Request) {
 	case rest == "":
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.Members()})
+			writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.ListMembers()})
 		case http.MethodPost:
 			h.addMemberJSON(w, r)
 		default:

@@ -34,7 +34,7 @@ func startRawNode(t *testing.T, cfg raftConfig, getSnapshot func() func(io.Write
 	if getSnapshot == nil {
 		getSnapshot = func() func(io.Writer) error { return emptyState }
 	}
-	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC)
+	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func nextCommit(t *testing.T, n *rawNode) *commit {
 func TestRestartRemembersAddedMembers(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.SnapshotCount = 2; cfg.CatchupEntries = 1 })
 	lns, urls := freeListeners(t, 1)
-	if _, err := c.members[0].members.AddMember(t.Context(), 4, urls[0], false); err != nil {
+	if _, err := c.members[0].memberAdmin.AddMember(t.Context(), 4, urls[0], false); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
@@ -460,7 +460,7 @@ func TestRemovedMemberStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("member 3 did not stop")
 	}
-	if _, err := newRaftNode(m3.cfg, m3.kvs.getSnapshot, make(chan proposal), make(chan proposal)); err == nil {
+	if _, err := newRaftNode(m3.cfg, m3.kvs.getSnapshot, make(chan proposal), make(chan proposal), nil); err == nil {
 		t.Fatal("removed member started again")
 	}
 	// If member 3 led, proposals forwarded to it were lost: wait for the
@@ -625,7 +625,7 @@ func TestConcurrentMembershipChanges(t *testing.T) {
 	results := make(chan error, 2)
 	for i, u := range urls {
 		go func() {
-			_, err := c.members[0].members.AddMember(t.Context(), uint64(4+i), u, false)
+			_, err := c.members[0].memberAdmin.AddMember(t.Context(), uint64(4+i), u, false)
 			results <- err
 		}()
 	}
@@ -657,7 +657,7 @@ func TestFollowerCatchesUpFromStreamedSnapshot(t *testing.T) {
 		}
 	})
 	if c.waitLeader() == 3 { // stop a follower: the test is not about elections
-		if err := c.members[2].members.TransferLeader(t.Context(), 1); err != nil {
+		if err := c.members[2].memberAdmin.TransferLeader(t.Context(), 1); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, func() error {
