@@ -26,13 +26,13 @@ func (f *fakeMemberRaft) publishedAt(index uint64) <-chan struct{} {
 	}
 	return make(chan struct{})
 }
-func (f *fakeMemberRaft) leadingSince() uint64                              { return f.leaderStart }
-func (f *fakeMemberRaft) lastConfIndex() uint64                             { return f.lastCC }
-func (f *fakeMemberRaft) removedSelf() bool                                 { return false }
-func (f *fakeMemberRaft) peerActive(id uint64) bool                         { return f.active[id] }
-func (f *fakeMemberRaft) status() raft.Status                               { return raft.Status{} }
+func (f *fakeMemberRaft) leadingSince() uint64                               { return f.leaderStart }
+func (f *fakeMemberRaft) lastConfIndex() uint64                              { return f.lastCC }
+func (f *fakeMemberRaft) removedSelf() bool                                  { return false }
+func (f *fakeMemberRaft) peerActive(id uint64) bool                          { return f.active[id] }
+func (f *fakeMemberRaft) status() raft.Status                                { return raft.Status{} }
 func (f *fakeMemberRaft) transferLeadership(context.Context, uint64, uint64) {}
-func (f *fakeMemberRaft) stopped() <-chan struct{}                          { return f.stopc }
+func (f *fakeMemberRaft) stopped() <-chan struct{}                           { return f.stopc }
 
 func closedChan() <-chan struct{} {
 	c := make(chan struct{})
