@@ -26,7 +26,7 @@ type kvAPI interface {
 
 // clusterAPI is what the HTTP layer needs to change the membership.
 type clusterAPI interface {
-	Members() []memberInfo
+	ListMembers() []memberInfo
 	AddMember(ctx context.Context, id uint64, peerURL string, learner bool) (memberInfo, error)
 	PromoteMember(ctx context.Context, id uint64) error
 	RemoveMember(ctx context.Context, id uint64) error

@@ -100,7 +100,7 @@ func (f *fakeStore) AddMember(_ context.Context, id uint64, u string, learner bo
 	return memberInfo{ID: id, PeerURL: u, Learner: learner}, nil
 }
 
-func (f *fakeStore) Members() []memberInfo {
+func (f *fakeStore) ListMembers() []memberInfo {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []memberInfo
@@ -113,7 +113,7 @@ func (f *fakeStore) Members() []memberInfo {
 func (f *fakeStore) PromoteMember(context.Context, uint64) error  { return f.err }
 func (f *fakeStore) TransferLeader(context.Context, uint64) error { return f.err }
 
-func (f *fakeStore) Status() memberStatus { return memberStatus{ID: 1, Members: f.Members()} }
+func (f *fakeStore) Status() memberStatus { return memberStatus{ID: 1, Members: f.ListMembers()} }
 
 func (f *fakeStore) Health(context.Context, bool) error { return f.err }
 

@@ -270,7 +270,7 @@ func TestJoinWithoutPeersFails(t *testing.T) {
 	cfg.Join = true
 	cfg.PeerListener = lns[1]
 	start := time.Now()
-	_, err := newRaftNode(cfg, func() func(w io.Writer) error { return nil }, make(chan proposal), make(chan proposal))
+	_, err := newRaftNode(cfg, func() func(w io.Writer) error { return nil }, make(chan proposal), make(chan proposal), nil)
 	if err == nil || !strings.Contains(err.Error(), "cluster ID") {
 		t.Fatalf("joining with no peer up: %v, want an error about the cluster ID", err)
 	}
@@ -353,12 +353,12 @@ func TestWALMetadata(t *testing.T) {
 
 // No message from a peer can make raft trust something it must not.
 func TestCheckPeerMessage(t *testing.T) {
-	rc := &raftNode{cfg: raftConfig{ID: 1}, members: newCluster()}
-	rc.members.apply(addConfChange(1, "http://127.0.0.1:1", false))
-	rc.members.apply(addConfChange(5, "http://127.0.0.1:5", false))
+	rc := &raftNode{cfg: raftConfig{ID: 1}, membership: newCluster()}
+	rc.membership.apply(addConfChange(1, "http://127.0.0.1:1", false))
+	rc.membership.apply(addConfChange(5, "http://127.0.0.1:5", false))
 	rm := raftpb.ConfChangeRemoveNode
-	rc.members.apply(&raftpb.ConfChange{Type: &rm, NodeId: proto.Uint64(5)})
-	rc.lastIndex.Store(10)
+	rc.membership.apply(&raftpb.ConfChange{Type: &rm, NodeId: proto.Uint64(5)})
+	rc.shared.lastIndex.Store(10)
 	msg := func(typ raftpb.MessageType, from, to, index uint64, reject bool) *raftpb.Message {
 		return &raftpb.Message{Type: &typ, From: &from, To: &to, Index: &index, Reject: &reject, Term: proto.Uint64(1)}
 	}

@@ -213,7 +213,7 @@ func TestFollowerOfCutOffLeaderRefusesStaleReads(t *testing.T) {
 		return nil
 	})
 	expect(t, do(t, http.MethodPut, majority[0].srv.URL+"/x", "new"), http.StatusNoContent, "PUT x=new")
-	if old.rc.leadTerm.Load() == 0 || follower.rc.leader.current() != old.cfg.ID {
+	if old.rc.shared.leadTerm.Load() == 0 || follower.rc.leader.current() != old.cfg.ID {
 		t.Fatalf("member 1 no longer leads the follower; the test needs a longer election timeout")
 	}
 	r := do(t, http.MethodGet, follower.srv.URL+"/x", "")
