@@ -27,6 +27,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // errRemoved ends a member whose removal from the cluster was committed.
@@ -902,7 +904,7 @@ func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 		size, err := rc.saveStateFile(index, encodeKV)
 		if err == nil {
 			rc.stateBytes.Store(size)
-			data := encodeSnapshot(snapshotState{Members: members, Removed: removed})
+			data := wire.EncodeMembership(wire.Membership{Members: members, Removed: removed})
 			err = rc.createSnapshot(index, cs, data)
 		}
 		if err != nil {

@@ -19,6 +19,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // This file holds raftNode's persistence: the WAL in raftexample-<id> and
@@ -149,7 +151,7 @@ func (rc *raftNode) createWAL() error {
 // membership, and the key-value state from its .snap.db file.
 type loadedSnapshot struct {
 	raft    *raftpb.Snapshot
-	members snapshotState
+	members wire.Membership
 	kv      kvState
 	size    int64 // of the state file
 }
@@ -258,7 +260,7 @@ func (rc *raftNode) loadSnapshot() (*loadedSnapshot, error) {
 // state from its .snap.db file, checking both.
 func (rc *raftNode) readSnapshot(s *raftpb.Snapshot) (*loadedSnapshot, error) {
 	index := s.GetMetadata().GetIndex()
-	members, err := decodeSnapshot(s.GetData())
+	members, err := wire.DecodeMembership(s.GetData())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d in %s: %w", index, rc.snapdir, err)
 	}
