@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // applier is the goroutine that applies what raft has committed: it
@@ -253,7 +255,7 @@ func (a *applier) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
 		size, err := a.disk.saveStateFile(index, encodeKV)
 		if err == nil {
 			a.stateBytes.Store(size)
-			data := encodeSnapshot(snapshotState{Members: members, Removed: removed})
+			data := wire.EncodeMembership(wire.Membership{Members: members, Removed: removed})
 			err = a.createSnapshot(index, cs, data)
 		}
 		if err != nil {

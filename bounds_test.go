@@ -16,6 +16,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // Tests of the byte bounds (README, "Bounded resources"): --max-key-bytes, --quota-bytes,
@@ -372,11 +374,11 @@ func TestHistoryTrimsWholeRevisions(t *testing.T) {
 	index := uint64(0)
 	apply := func(keys ...string) {
 		index++
-		r := request{ID: index}
+		r := wire.Request{ID: index}
 		for _, k := range keys {
-			r.Ops = append(r.Ops, op{Kind: opPut, Key: k, Value: []byte("v")})
+			r.Ops = append(r.Ops, wire.Op{Kind: wire.Put, Key: k, Value: []byte("v")})
 		}
-		s.apply([]committedEntry{{index: index, data: encodeRequest(r)}})
+		s.apply([]committedEntry{{index: index, data: wire.EncodeRequest(r)}})
 	}
 	check := func(revs int, start uint64) {
 		t.Helper()

@@ -21,6 +21,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"raftexample/internal/wire"
 )
 
 // serveLimited serves h on a loopback port the way main serves the client
@@ -219,7 +221,7 @@ type blockingTxnStore struct {
 	release chan struct{}
 }
 
-func (b *blockingTxnStore) Txn(ctx context.Context, ops []op) (txnResult, error) {
+func (b *blockingTxnStore) Txn(ctx context.Context, ops []wire.Op) (txnResult, error) {
 	close(b.entered)
 	select {
 	case <-b.release:

@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // rawNode is a raftNode without a kvstore: the test reads commitC itself.
@@ -272,7 +274,7 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 		{index: 5, data: putEntry("foo", []byte("bar"))},
 		{index: 6, data: putEntry("bin\x00\xff", []byte{0, 1, 2})},
 		{index: 7, data: putEntry("gone", []byte("x"))},
-		{index: 8, data: encodeRequest(request{Ops: []op{{Kind: opDelete, Key: "gone"}}})},
+		{index: 8, data: wire.EncodeRequest(wire.Request{Ops: []wire.Op{{Kind: wire.Delete, Key: "gone"}}})},
 		{index: 9},
 	})
 	st := roundTripState(t, s)
@@ -484,7 +486,7 @@ func TestRemovedMemberStops(t *testing.T) {
 func TestBadEntriesAreSkipped(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	m := c.members[0]
-	bad := [][]byte{{0xff}, {codecVersion, 9, 1, 1, 'k'}, putEntry("x", []byte("y"))[:4]}
+	bad := [][]byte{{0xff}, {wire.EntryVersion, 9, 1, 1, 'k'}, putEntry("x", []byte("y"))[:4]}
 	refused := make(chan error, len(bad))
 	for _, data := range bad {
 		m.proposeC <- proposal{ctx: t.Context(), data: data, refused: refused}

@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // This file holds raftNode's persistence: the WAL in raftexample-<id> and
@@ -172,7 +174,7 @@ func (rc *raftNode) createWAL() error {
 // membership, and the key-value state from its .snap.db file.
 type loadedSnapshot struct {
 	raft    *raftpb.Snapshot
-	members snapshotState
+	members wire.Membership
 	kv      kvState
 	size    int64 // of the state file
 }
@@ -281,7 +283,7 @@ func (d *diskStore) loadSnapshot() (*loadedSnapshot, error) {
 // state from its .snap.db file, checking both.
 func (d *diskStore) readSnapshot(s *raftpb.Snapshot) (*loadedSnapshot, error) {
 	index := s.GetMetadata().GetIndex()
-	members, err := decodeSnapshot(s.GetData())
+	members, err := wire.DecodeMembership(s.GetData())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d in %s: %w", index, d.snapdir, err)
 	}

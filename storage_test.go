@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // A crash can leave a snapshot that the WAL does not record yet, with a
@@ -62,7 +64,7 @@ func TestRestartFromSnapshotTheWALDoesNotRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &raftpb.Snapshot{
-		Data: encodeSnapshot(snapshotState{Members: map[uint64]string{1: peers[0]}}),
+		Data: wire.EncodeMembership(wire.Membership{Members: map[uint64]string{1: peers[0]}}),
 		Metadata: &raftpb.SnapshotMetadata{Index: proto.Uint64(5), Term: proto.Uint64(1),
 			ConfState: &raftpb.ConfState{Voters: []uint64{1}}},
 	}
