@@ -25,6 +25,7 @@ type TB interface {
 	Logf(format string, args ...any)
 	Failed() bool
 	TempDir() string
+	Name() string
 }
 
 const (
@@ -275,4 +276,17 @@ func Present(kv map[string]string) map[string]*string {
 		want[k] = &v
 	}
 	return want
+}
+
+// Seed returns the seed of a randomised test: flagged (a -seed flag) if
+// set, else one from the clock. It logs the seed and how to replay the
+// test with it (pkg is the package to give go test: "." or "./e2e").
+func Seed(t TB, flagged uint64, pkg string) uint64 {
+	t.Helper()
+	seed := flagged
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with: go test %s -run '^%s$' -seed %d)", seed, pkg, t.Name(), seed)
+	return seed
 }
