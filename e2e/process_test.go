@@ -46,7 +46,7 @@ const (
 // 1. The Procfile starts a working cluster, run the way goreman runs it.
 
 func TestProcessProcfile(t *testing.T) {
-	raw, err := os.ReadFile("Procfile")
+	raw, err := os.ReadFile(filepath.Join("..", "Procfile")) // the module root
 	if err != nil {
 		t.Fatal(err)
 	}
