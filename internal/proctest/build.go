@@ -26,11 +26,12 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// Build compiles the main package in moduleDir to outDir/raftexample and
-// returns the binary's path.
-func Build(ctx context.Context, moduleDir, outDir string) (string, error) {
+// Build compiles the main package in moduleDir to outDir/raftexample, with
+// extra go build flags if given, and returns the binary's path.
+func Build(ctx context.Context, moduleDir, outDir string, flags ...string) (string, error) {
 	bin := filepath.Join(outDir, "raftexample")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	args := append(append([]string{"build"}, flags...), "-o", bin, ".")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = moduleDir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
