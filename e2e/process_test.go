@@ -1,9 +1,9 @@
 package e2e
 
 // Process-level tests: they build the raftexample binary once and run
-// members as separate processes, stopping them with real signals. The
-// in-process tests in raftexample_test.go cannot see exit codes, signal
-// handling, WAL files left by a SIGKILL, or the Procfile.
+// members as separate processes, stopping them with real signals. The root
+// package's in-process tests cannot see exit codes, signal handling, WAL
+// files left by a SIGKILL, or the Procfile.
 
 import (
 	"context"
