@@ -102,8 +102,8 @@ func TestIdleConnectionsClosed(t *testing.T) {
 		}
 		return nil
 	})
-	if code, _ := httpDo(t, http.MethodPut, "http://"+addr+"/after", "v"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the idle connections: %d", code)
+	if r := do(t, http.MethodPut, "http://"+addr+"/after", "v"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the idle connections: %d", r.code)
 	}
 }
 
@@ -160,11 +160,11 @@ func TestSlowBodyClosed(t *testing.T) {
 		t.Errorf("the slow body was answered %d, want 408 Request Timeout", code)
 	}
 	base := "http://" + addr
-	if code, _ := httpDo(t, http.MethodPut, base+"/fast", "v"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the slow body: %d", code)
+	if r := do(t, http.MethodPut, base+"/fast", "v"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the slow body: %d", r.code)
 	}
-	if code, _ := httpDo(t, http.MethodGet, base+"/slow", ""); code != http.StatusNotFound {
-		t.Fatalf("GET /slow: %d, want 404 (the slow write must not be applied)", code)
+	if r := do(t, http.MethodGet, base+"/slow", ""); r.code != http.StatusNotFound {
+		t.Fatalf("GET /slow: %d, want 404 (the slow write must not be applied)", r.code)
 	}
 }
 
@@ -226,8 +226,8 @@ func TestLongRequestsOutliveReadTimeout(t *testing.T) {
 			t.Fatalf("watch: %v %v", resp, err)
 		}
 		time.Sleep(3 * readTimeout) // the stream must outlive ReadTimeout: that is what is tested
-		if code, _ := httpDo(t, http.MethodPut, "http://"+addr+"/later", "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT: %d", code)
+		if r := do(t, http.MethodPut, "http://"+addr+"/later", "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT: %d", r.code)
 		}
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
@@ -304,8 +304,8 @@ func TestConnectionCapAtTheBound(t *testing.T) {
 		m := c.members[0]
 		checkCap(t, strings.TrimPrefix(c.peers[0], "http://"), max, "/raft/probing", http.MethodGet, "/raft/probing",
 			func() int { return openConns(m.cfg.Metrics, "peer") })
-		if code, _ := httpDo(t, http.MethodPut, m.srv.URL+"/after", "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT after the peer port was full: %d", code)
+		if r := do(t, http.MethodPut, m.srv.URL+"/after", "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT after the peer port was full: %d", r.code)
 		}
 	})
 }
@@ -410,8 +410,8 @@ func TestPeerStreamsOutliveTimeouts(t *testing.T) {
 				t.Fatalf("member %d sees leader %d, was %d", m.cfg.ID, l, lead)
 			}
 		}
-		if code, _ := httpDo(t, http.MethodPut, c.members[lead-1].srv.URL+"/k", "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT: %d", code)
+		if r := do(t, http.MethodPut, c.members[lead-1].srv.URL+"/k", "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT: %d", r.code)
 		}
 	}
 	for _, e := range logs.All()[start:] {

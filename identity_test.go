@@ -115,7 +115,7 @@ func TestPeerURLFormsRefusedAtAPI(t *testing.T) {
 		if r := postMember(t, base, 0, tc.url, true); r.code != code[tc.want] {
 			t.Errorf("POST /v1/members learner %q = %d %q, want %d", tc.url, r.code, r.body, code[tc.want])
 		}
-		if r := call(t, http.MethodPost, base+"/7", tc.url); r.code != code[tc.want] {
+		if r := do(t, http.MethodPost, base+"/7", tc.url); r.code != code[tc.want] {
 			t.Errorf("POST /7 %q = %d %q, want %d", tc.url, r.code, r.body, code[tc.want])
 		}
 	}
@@ -133,16 +133,16 @@ func TestMemberIDZeroAndLargestID(t *testing.T) {
 	closeAtEnd(t, lns...)
 	base := c.members[0].srv.URL
 
-	r := call(t, http.MethodPost, base+"/v1/members", fmt.Sprintf(`{"id":0,"peerURL":%q,"learner":true}`, urls[0]))
+	r := do(t, http.MethodPost, base+"/v1/members", fmt.Sprintf(`{"id":0,"peerURL":%q,"learner":true}`, urls[0]))
 	if r.code != http.StatusBadRequest || !strings.Contains(r.body, "member ID 0") {
 		t.Errorf(`POST /v1/members {"id":0} = %d %q, want 400 member ID 0`, r.code, r.body)
 	}
 	top := fmt.Sprint(uint64(math.MaxUint64))
 	// Three voters up of four: allowed (strict reconfiguration).
-	if r := call(t, http.MethodPost, base+"/"+top, urls[1]); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodPost, base+"/"+top, urls[1]); r.code != http.StatusNoContent {
 		t.Fatalf("POST /%s = %d %q, want 204", top, r.code, r.body)
 	}
-	if r := call(t, http.MethodDelete, base+"/"+top, ""); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodDelete, base+"/"+top, ""); r.code != http.StatusNoContent {
 		t.Fatalf("DELETE /%s = %d %q, want 204", top, r.code, r.body)
 	}
 	id := addLearner(t, base, urls[2])
@@ -174,7 +174,7 @@ func TestStrictReconfigurationOneMember(t *testing.T) {
 	lns, urls := freeListeners(t, 1)
 	closeAtEnd(t, lns...)
 	base := c.members[0].srv.URL
-	r := call(t, http.MethodPost, base+"/2", urls[0])
+	r := do(t, http.MethodPost, base+"/2", urls[0])
 	if r.code != http.StatusConflict || !strings.Contains(r.body, "learner") {
 		t.Fatalf("POST /2 (never started) = %d %q, want 409 with the learner hint", r.code, r.body)
 	}
@@ -182,11 +182,11 @@ func TestStrictReconfigurationOneMember(t *testing.T) {
 		t.Errorf("POST /v1/members voter 2 = %d %q, want 409", r.code, r.body)
 	}
 	putOK(t, base, "after-refused-add", "1")
-	if r := call(t, http.MethodGet, base+"/health", ""); r.code != http.StatusOK {
+	if r := do(t, http.MethodGet, base+"/health", ""); r.code != http.StatusOK {
 		t.Errorf("/health = %d %q, want 200", r.code, r.body)
 	}
 	id := addLearner(t, base, urls[0])
-	if r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", base, id), ""); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", base, id), ""); r.code != http.StatusNoContent {
 		t.Errorf("DELETE learner %d = %d %q, want 204", id, r.code, r.body)
 	}
 	putOK(t, base, "after-learner", "1")
@@ -201,10 +201,10 @@ func TestStrictReconfigurationThreeMembers(t *testing.T) {
 	closeAtEnd(t, lns...)
 	lead := c.waitLeader()
 	via := c.byID(lead).srv.URL
-	if r := call(t, http.MethodPost, via+"/4", urls[0]); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodPost, via+"/4", urls[0]); r.code != http.StatusNoContent {
 		t.Fatalf("POST /4 with three voters up = %d %q, want 204", r.code, r.body)
 	}
-	if r := call(t, http.MethodDelete, via+"/4", ""); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodDelete, via+"/4", ""); r.code != http.StatusNoContent {
 		t.Fatalf("DELETE /4 (never started) = %d %q, want 204", r.code, r.body)
 	}
 	putOK(t, via, "after-4", "1")
@@ -226,11 +226,11 @@ func TestStrictReconfigurationThreeMembers(t *testing.T) {
 		}
 		return nil
 	})
-	r := call(t, http.MethodDelete, fmt.Sprintf("%s/%d", via, other), "")
+	r := do(t, http.MethodDelete, fmt.Sprintf("%s/%d", via, other), "")
 	if r.code != http.StatusConflict || !strings.Contains(r.body, "quorum") {
 		t.Errorf("DELETE /%d with member %d down = %d %q, want 409 (quorum)", other, down, r.code, r.body)
 	}
-	if r := call(t, http.MethodDelete, fmt.Sprintf("%s/%d", via, down), ""); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodDelete, fmt.Sprintf("%s/%d", via, down), ""); r.code != http.StatusNoContent {
 		t.Errorf("DELETE /%d (down) = %d %q, want 204", down, r.code, r.body)
 	}
 	putOK(t, via, "after-removal", "1")

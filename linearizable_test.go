@@ -106,7 +106,7 @@ func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
 			if time.Now().After(deadline) {
 				return
 			}
-			r, err := sendBytes(context.Background(), testHTTP, http.MethodGet, old.srv.URL+"/x", nil)
+			r, err := send(context.Background(), testHTTP, http.MethodGet, old.srv.URL+"/x", "")
 			switch {
 			case err != nil:
 				tl.bad = append(tl.bad, err.Error())
@@ -164,7 +164,7 @@ func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
 func awaitHealedRead(t *testing.T, m *member, stale, want string) {
 	t.Helper()
 	eventually(t, 15*time.Second, func() error {
-		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/x", nil)
+		r, err := send(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/x", "")
 		switch {
 		case err != nil:
 			return err
@@ -339,11 +339,11 @@ func (c *linClient) record(call int64, in kvhistory.Input, out kvhistory.Output)
 }
 
 // indefinite reports whether a write's answer leaves its outcome open.
-func indefinite(r v1Reply, err error) bool {
+func indefinite(r reply, err error) bool {
 	return err != nil || r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout
 }
 
-func (c *linClient) unexpected(what string, r v1Reply, err error) {
+func (c *linClient) unexpected(what string, r reply, err error) {
 	c.errs = append(c.errs, fmt.Sprintf("%s: %v %v", what, r, err))
 }
 
@@ -353,10 +353,10 @@ func (c *linClient) base() string { return c.members[c.rng.IntN(len(c.members))]
 // answer came (a read without one changes nothing and is left out).
 func (c *linClient) get(ctx context.Context, key string) (value string, rev uint64, ok bool) {
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodGet, c.base()+"/v1/kv/"+key, nil)
+	r, err := send(ctx, c.http, http.MethodGet, c.base()+"/v1/kv/"+key, "")
 	switch {
 	case err == nil && r.code == http.StatusOK:
-		rev, perr := parseETag(r.hdr.Get("ETag"))
+		rev, perr := parseETag(r.header.Get("ETag"))
 		if perr != nil || len(r.body) == 0 {
 			c.unexpected("GET "+key, r, perr)
 			return "", 0, false
@@ -389,7 +389,7 @@ func (c *linClient) put(ctx context.Context, key string) {
 		u = c.base() + "/v1/kv/" + key
 	}
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodPut, u, []byte(value))
+	r, err := send(ctx, c.http, http.MethodPut, u, value)
 	switch {
 	case err == nil && r.code == http.StatusNoContent:
 		if v1 {
@@ -410,7 +410,7 @@ func (c *linClient) delete(ctx context.Context, key string) {
 		u = c.base() + "/v1/kv/" + key
 	}
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodDelete, u, nil)
+	r, err := send(ctx, c.http, http.MethodDelete, u, "")
 	switch {
 	case err == nil && (r.code == http.StatusNoContent || r.code == http.StatusNotFound):
 		c.record(call, in, kvhistory.Output{Found: []bool{r.code == http.StatusNoContent}})
@@ -435,7 +435,7 @@ func (c *linClient) cas(ctx context.Context, key string) {
 		cond = []string{"If-Match", fmt.Sprintf(`"%d"`, rev)}
 	}
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodPut, c.base()+"/v1/kv/"+key, []byte(value), cond...)
+	r, err := send(ctx, c.http, http.MethodPut, c.base()+"/v1/kv/"+key, value, cond...)
 	switch {
 	case err == nil && r.code == http.StatusNoContent:
 		c.revs.see(key, value, r.rev())
@@ -645,7 +645,7 @@ func TestCASCounter(t *testing.T) {
 			tl := &tallies[i]
 			base := c.members[i%len(c.members)].srv.URL + "/v1/kv/counter"
 			for n := 0; n < attempts && time.Now().Before(deadline); n++ {
-				r, err := sendBytes(context.Background(), httpc, http.MethodGet, base, nil)
+				r, err := send(context.Background(), httpc, http.MethodGet, base, "")
 				if err != nil || r.code != http.StatusOK {
 					tl.errs = append(tl.errs, fmt.Sprintf("GET: %v %v", r, err))
 					return
@@ -655,7 +655,7 @@ func TestCASCounter(t *testing.T) {
 					tl.errs = append(tl.errs, fmt.Sprintf("counter %q", r.body))
 					return
 				}
-				r, err = sendBytes(context.Background(), httpc, http.MethodPut, base, []byte(strconv.Itoa(v+1)), "If-Match", r.hdr.Get("ETag"))
+				r, err = send(context.Background(), httpc, http.MethodPut, base, strconv.Itoa(v+1), "If-Match", r.header.Get("ETag"))
 				switch {
 				case err == nil && r.code == http.StatusNoContent:
 					tl.won = append(tl.won, v+1)

@@ -8,10 +8,8 @@ package main
 // package does not pay for a build.
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"testing"
 
@@ -36,29 +34,6 @@ var seedFlag = flag.Uint64("seed", 0, "seed of the randomised tests; 0 takes one
 func testSeed(t testing.TB) uint64 {
 	t.Helper()
 	return proctest.Seed(t, *seedFlag, ".")
-}
-
-// procClient makes the requests of call and send's callers.
-var procClient = proctest.Client()
-
-// reply is an HTTP answer.
-type reply struct {
-	code   int
-	body   string
-	header http.Header
-}
-
-func send(ctx context.Context, client *http.Client, method, url, body string) (reply, error) {
-	r, err := proctest.Send(ctx, client, method, url, body)
-	return reply{code: r.Code, body: r.Body, header: r.Header}, err
-}
-
-// call sends one request with procClient and fails the test on a transport
-// error.
-func call(t *testing.T, method, url, body string) reply {
-	t.Helper()
-	r := proctest.Call(t, method, url, body)
-	return reply{code: r.Code, body: r.Body, header: r.Header}
 }
 
 func putOK(t *testing.T, base, key, value string) { t.Helper(); proctest.PutOK(t, base, key, value) }

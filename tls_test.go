@@ -205,7 +205,7 @@ func TestPeerTLSInProcess(t *testing.T) {
 		t.Errorf("GET %s with a certificate from the CA: %v %+v, want 200", probe, err, r)
 	}
 	refused(t, "peer port, no client certificate", "tls: certificate required", ca.httpsClient(t, nil), http.MethodGet, probe, "")
-	refused(t, "peer port, plain HTTP", "", procClient, http.MethodGet, "http://"+lns[0].Addr().String()+"/raft/probing", "")
+	refused(t, "peer port, plain HTTP", "", testHTTP, http.MethodGet, "http://"+lns[0].Addr().String()+"/raft/probing", "")
 }
 
 // tlsFlags are the client and peer TLS flags of a member using cert.
@@ -300,7 +300,7 @@ func TestProcessTLS(t *testing.T) {
 	}
 	foreignClient := otherCA.issue(t, certDir, "foreign-client")
 	refused(t, "client API, certificate from another CA", "tls: unknown certificate authority", ca.httpsClient(t, &foreignClient), http.MethodPut, base(1)+"/foreign", "x")
-	refused(t, "client API, plain HTTP", "", procClient, http.MethodPut, strings.Replace(base(1), "https:", "http:", 1)+"/plain", "x")
+	refused(t, "client API, plain HTTP", "", testHTTP, http.MethodPut, strings.Replace(base(1), "https:", "http:", 1)+"/plain", "x")
 	for _, k := range []string{"nocert", "foreign", "plain"} {
 		if r := get(2, k); r.code != http.StatusNotFound {
 			t.Errorf("GET %s after a refused PUT = %d %q, want 404", k, r.code, r.body)
