@@ -193,7 +193,7 @@ func TestLongRequestsOutliveReadTimeout(t *testing.T) {
 	lim := connLimits{ReadHeaderTimeout: readTimeout, ReadTimeout: readTimeout, WriteTimeout: 10 * time.Second}
 	t.Run("write waiting for commit", func(t *testing.T) {
 		store := &blockingTxnStore{fakeStore: newFakeStore(), entered: make(chan struct{}), release: make(chan struct{})}
-		h := newHTTPKVAPI(store, store, store, httpConfig{RequestTimeout: 10 * time.Second, MaxRequestBytes: 64,
+		h := newClientAPI(store, store, store, httpConfig{RequestTimeout: 10 * time.Second, MaxRequestBytes: 64,
 			RetryAfter: time.Second, Logger: zap.NewNop(), Metrics: newMetrics()})
 		addr := serveLimited(t, h, lim, newMetrics())
 		answer := make(chan int, 1)

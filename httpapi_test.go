@@ -133,7 +133,7 @@ func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
 }
 
 func newTestAPI(t *testing.T, f *fakeStore) *httptest.Server {
-	srv := httptest.NewServer(newHTTPKVAPI(f, f, f, httpConfig{
+	srv := httptest.NewServer(newClientAPI(f, f, f, httpConfig{
 		RequestTimeout: time.Second, MaxRequestBytes: 64, MaxKeyBytes: 8 << 10, RetryAfter: 1500 * time.Millisecond,
 		Logger: zap.NewNop(), Metrics: newMetrics(),
 	}))
