@@ -535,15 +535,16 @@ func TestPurgeOldSnapshots(t *testing.T) {
 	})
 	m := c.members[0]
 	snapdir := filepath.Join(c.dir, "raftexample-1-snap")
-	for i := range 20 {
+	// First more snapshots than --max-snapshots keeps must exist (without
+	// them the file count below proves nothing), then purging must bring
+	// the files back to the bound. A snapshot is skipped while the last
+	// one is still being written, so keep writing until there are enough.
+	i := 0
+	eventually(t, 10*time.Second, func() error {
+		i++
 		if err := m.kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// First more snapshots than --max-snapshots keeps must exist (without
-	// them the file count below proves nothing), then purging must bring
-	// the files back to the bound.
-	eventually(t, 5*time.Second, func() error {
 		var h dto.Metric
 		if err := m.cfg.Metrics.snapshotDuration.Write(&h); err != nil {
 			return err
