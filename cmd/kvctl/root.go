@@ -105,9 +105,13 @@ func (a *app) connect(cmd *cobra.Command, _ []string) error {
 // without a subcommand, or with one it does not know, it is a usage error.
 func groupRunE(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
-		cmd.SetOut(cmd.ErrOrStderr())
-		cmd.Usage()
-		return usageErrorf("%s needs a command", cmd.CommandPath())
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() && sub.Name() != "help" {
+				names = append(names, sub.Name())
+			}
+		}
+		return usageErrorf("%s needs a command: %s", cmd.CommandPath(), strings.Join(names, ", "))
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {

@@ -189,6 +189,13 @@ func (a *app) watchStream(ctx context.Context, t watchTarget, pos *watchPosition
 // reconnect, and moves pos past it.
 func (a *app) watchEvent(ev sseEvent, pos *watchPosition, skip *int) error {
 	if ev.name == "cutoff" {
+		// It names the last revision it delivered whole: resume after it.
+		var c struct {
+			Rev uint64 `json:"rev"`
+		}
+		if json.Unmarshal([]byte(ev.data), &c) == nil && c.Rev >= pos.rev {
+			pos.rev, pos.printed = c.Rev, 0
+		}
 		fmt.Fprintf(a.errOut, "kvctl: watch: the member cut this watcher off (it fell behind)\n")
 		return nil
 	}
