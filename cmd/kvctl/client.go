@@ -178,7 +178,7 @@ func (c *client) do(ctx context.Context, r request) (*response, error) {
 // is not a reason to move on, with its body unread (a watch streams it).
 // A non-2xx answer is returned as an *apiError, its body consumed.
 func (c *client) open(ctx context.Context, r request) (*http.Response, string, error) {
-	var failures []string
+	var failures []error
 	start := int(c.current.Load())
 	for i := range c.endpoints {
 		idx := (start + i) % len(c.endpoints)
@@ -194,13 +194,26 @@ func (c *client) open(ctx context.Context, r request) (*http.Response, string, e
 		if !c.movesOn(r, err) {
 			return nil, ep, err
 		}
-		failures = append(failures, err.Error())
+		failures = append(failures, err)
 	}
 	if len(failures) == 1 {
-		return nil, c.endpoints[0], errors.New(failures[0])
+		return nil, c.endpoints[0], failures[0]
 	}
-	return nil, "", fmt.Errorf("no endpoint answered:\n  %s", strings.Join(failures, "\n  "))
+	return nil, "", &endpointsError{failures}
 }
+
+// endpointsError is every endpoint's failure, in the order tried.
+type endpointsError struct{ errs []error }
+
+func (e *endpointsError) Error() string {
+	lines := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		lines[i] = err.Error()
+	}
+	return "no endpoint answered:\n  " + strings.Join(lines, "\n  ")
+}
+
+func (e *endpointsError) Unwrap() []error { return e.errs }
 
 // movesOn reports whether a failed attempt should go to the next endpoint:
 // one that never reached the member (a refused connection), a 503 that
