@@ -112,6 +112,7 @@ func (im *importer) run(ctx context.Context, in io.Reader) error {
 		}
 	}
 	err := im.flush(ctx)
+	im.progress.update(im.read, im.keys)
 	im.progress.finish()
 	if err != nil {
 		return err
@@ -187,7 +188,6 @@ func txnBody(ops [][]byte) []byte {
 // unknown does no harm.
 func (im *importer) flush(ctx context.Context) error {
 	if len(im.batch) == 0 {
-		im.progress.update(im.read, im.keys)
 		return nil
 	}
 	body := txnBody(im.batch)
@@ -226,7 +226,7 @@ func (im *importer) summary() error {
 	if im.a.format(formatTable) == formatJSON {
 		return writeJSONLine(im.a.out, map[string]int64{"keys": int64(im.keys), "requests": int64(im.requests), "bytes": im.read})
 	}
-	_, err := fmt.Fprintf(im.a.out, "imported %d keys in %d requests\n", im.keys, im.requests)
+	_, err := fmt.Fprintf(im.a.out, "imported %s in %s\n", plural(im.keys, "key"), plural(im.requests, "request"))
 	return err
 }
 
@@ -247,23 +247,29 @@ func (a *app) newProgress(total int64) progress {
 // lineProgress writes a line at most every so often: a log or CI output
 // gets a record of progress without a line per transaction.
 type lineProgress struct {
-	w     io.Writer
-	total int64
-	every time.Duration
-	last  time.Time
-	keys  int
-	read  int64
+	w       io.Writer
+	total   int64
+	every   time.Duration
+	last    time.Time
+	keys    int
+	read    int64
+	printed bool // the line for keys and read is out
 }
 
 func (p *lineProgress) update(read int64, keys int) {
-	p.read, p.keys = read, keys
+	if read != p.read || keys != p.keys {
+		p.read, p.keys, p.printed = read, keys, false
+	}
 	if time.Since(p.last) >= p.every {
 		p.print()
 	}
 }
 
 func (p *lineProgress) print() {
-	p.last = time.Now()
+	if p.printed {
+		return
+	}
+	p.last, p.printed = time.Now(), true
 	if p.total > 0 {
 		fmt.Fprintf(p.w, "import: %d keys, %s of %s read (%d%%)\n", p.keys, humanBytes(p.read), humanBytes(p.total), p.read*100/p.total)
 		return
@@ -272,3 +278,11 @@ func (p *lineProgress) print() {
 }
 
 func (p *lineProgress) finish() { p.print() }
+
+// plural writes n and a noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
