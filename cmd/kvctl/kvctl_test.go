@@ -407,3 +407,19 @@ func tableRows(table string) [][]string {
 	}
 	return rows
 }
+
+// On a terminal, import draws a bar: bytes read against the input's size,
+// and the keys written so far.
+func TestImportProgressBar(t *testing.T) {
+	var buf bytes.Buffer
+	bar := newBarProgress(&buf, 2048)
+	bar.update(1024, 10)
+	bar.update(2048, 20)
+	bar.finish()
+	out := buf.String()
+	for _, want := range []string{"importing (20 keys)", "100%", "2.0 KiB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the bar lacks %q: %q", want, out)
+		}
+	}
+}

@@ -20,6 +20,7 @@ func newBarProgress(w io.Writer, total int64) *barProgress {
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription("importing"),
 		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowCount(), // bytes read of the total
 		progressbar.OptionUseIECUnits(true),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100_000_000), // 100 ms between redraws
