@@ -53,20 +53,20 @@ func newClient(cfg clientConfig) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{Timeout: cmp0(cfg.Timeout, 5*time.Second), KeepAlive: 30 * time.Second}
+	dialer := &net.Dialer{Timeout: orDefault(cfg.Timeout, 5*time.Second), KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         dialer.DialContext,
 		TLSClientConfig:     tlsConf,
-		TLSHandshakeTimeout: cmp0(cfg.Timeout, 10*time.Second),
+		TLSHandshakeTimeout: orDefault(cfg.Timeout, 10*time.Second),
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second, // below the server's 60 s
 	}
 	return &client{endpoints: eps, hc: &http.Client{Transport: transport}, timeout: cfg.Timeout}, nil
 }
 
-// cmp0 is d, or def when d is 0.
-func cmp0(d, def time.Duration) time.Duration {
+// orDefault is d, or def when d is 0.
+func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {
 		return d
 	}

@@ -334,7 +334,7 @@ func newDelCmd(a *app) *cobra.Command {
 	var cond conditions
 	cmd := &cobra.Command{
 		Use:     "del KEY",
-		Aliases: []string{"delete", "rm"},
+		Aliases: []string{"delete"},
 		Short:   "Delete a key",
 		Long: `Delete a key with DELETE /v1/kv/KEY. A key that does not exist is an
 error (exit 1); a failed --if-match exits 3.
