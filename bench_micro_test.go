@@ -9,10 +9,13 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.uber.org/zap"
+
+	"raftexample/internal/wire"
 )
 
-// Microbenchmarks of the paths every write takes (encode on the proposer,
-// decode and apply on every member) and of snapshot encoding. Run with
+// Microbenchmarks of the paths every write takes (apply on every member)
+// and of snapshot encoding; encoding and decoding an entry alone are
+// measured in internal/wire. Run with
 //
 //	go test -run '^$' -bench . -benchmem
 //
@@ -22,27 +25,8 @@ const benchValueSize = 256
 
 func benchKey(i int) string { return fmt.Sprintf("k%015d", i) } // 16 bytes, as kvbench writes
 
-func benchPut(id uint64, key int) request {
-	return request{ID: id, Ops: []op{{Kind: opPut, Key: benchKey(key), Value: bytes.Repeat([]byte{'v'}, benchValueSize)}}}
-}
-
-func BenchmarkEncodeRequest(b *testing.B) {
-	r := benchPut(1<<40, 42)
-	b.ReportAllocs()
-	for b.Loop() {
-		encodeRequest(r)
-	}
-}
-
-func BenchmarkDecodeRequest(b *testing.B) {
-	data := encodeRequest(benchPut(1<<40, 42))
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := decodeRequest(data); err != nil {
-			b.Fatal(err)
-		}
-	}
+func benchPut(id uint64, key int) wire.Request {
+	return wire.Request{ID: id, Ops: []wire.Op{{Kind: wire.Put, Key: benchKey(key), Value: bytes.Repeat([]byte{'v'}, benchValueSize)}}}
 }
 
 func newBenchStore() *kvstore {
@@ -55,7 +39,7 @@ func loadBenchStore(b *testing.B, n int) *kvstore {
 	s := newBenchStore()
 	ents := make([]committedEntry, 0, 1000)
 	for k := range n {
-		ents = append(ents, committedEntry{index: uint64(k + 1), data: encodeRequest(benchPut(uint64(k+1), k))})
+		ents = append(ents, committedEntry{index: uint64(k + 1), data: wire.EncodeRequest(benchPut(uint64(k+1), k))})
 		if len(ents) == cap(ents) || k == n-1 {
 			s.apply(ents)
 			ents = ents[:0]
@@ -90,7 +74,7 @@ func BenchmarkApply(b *testing.B) {
 	const keys = 10000
 	data := make([][]byte, keys)
 	for k := range data {
-		data[k] = encodeRequest(benchPut(uint64(k+1), k))
+		data[k] = wire.EncodeRequest(benchPut(uint64(k+1), k))
 	}
 	benchApply(b, newBenchStore(), 0, data)
 }
@@ -103,7 +87,7 @@ func BenchmarkApplyMillion(b *testing.B) {
 	s := loadBenchStore(b, keys)
 	data := make([][]byte, spread)
 	for i := range data {
-		data[i] = encodeRequest(benchPut(uint64(i+1), i*(keys/spread)+i))
+		data[i] = wire.EncodeRequest(benchPut(uint64(i+1), i*(keys/spread)+i))
 	}
 	benchApply(b, s, keys, data)
 }

@@ -16,6 +16,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // Tests of the byte bounds (README, "Bounded resources"): --max-key-bytes, --quota-bytes,
@@ -326,8 +328,8 @@ func TestLogBytesBoundUnderLargeOverwrites(t *testing.T) {
 	last := mustPut(t, base, "same", "last")
 	for _, m := range c.members {
 		eventually(t, 10*time.Second, func() error {
-			if m.rc.applied.Load() < last {
-				return fmt.Errorf("member %d has applied %d of %d", m.cfg.ID, m.rc.applied.Load(), last)
+			if m.rc.shared.published.Load() < last {
+				return fmt.Errorf("member %d has applied %d of %d", m.cfg.ID, m.rc.shared.published.Load(), last)
 			}
 			snap, _ := m.rc.raftStorage.Snapshot()
 			if idx := snap.GetMetadata().GetIndex(); idx < uint64(writes/2) {
@@ -372,11 +374,11 @@ func TestHistoryTrimsWholeRevisions(t *testing.T) {
 	index := uint64(0)
 	apply := func(keys ...string) {
 		index++
-		r := request{ID: index}
+		r := wire.Request{ID: index}
 		for _, k := range keys {
-			r.Ops = append(r.Ops, op{Kind: opPut, Key: k, Value: []byte("v")})
+			r.Ops = append(r.Ops, wire.Op{Kind: wire.Put, Key: k, Value: []byte("v")})
 		}
-		s.apply([]committedEntry{{index: index, data: encodeRequest(r)}})
+		s.apply([]committedEntry{{index: index, data: wire.EncodeRequest(r)}})
 	}
 	check := func(revs int, start uint64) {
 		t.Helper()
@@ -423,14 +425,14 @@ func TestBoundFlags(t *testing.T) {
 // one, whatever the count and the state's size say; compaction keeps at
 // most half of MaxLogBytes, and at most CatchupEntries entries.
 func TestLogBytesAtTheBound(t *testing.T) {
-	rc := &raftNode{cfg: raftConfig{MaxLogBytes: 100, SnapshotCount: 1000, SnapshotLogRatio: 1000, CatchupEntries: 4},
-		raftStorage: raft.NewMemoryStorage()}
-	rc.stateBytes.Store(1 << 30)
+	a := &applier{cfg: raftConfig{MaxLogBytes: 100, SnapshotCount: 1000, SnapshotLogRatio: 1000, CatchupEntries: 4},
+		log: raft.NewMemoryStorage()}
+	a.stateBytes.Store(1 << 30)
 	for _, c := range []struct {
 		logBytes uint64
 		due      bool
 	}{{49, false}, {50, true}} {
-		if rc.logBytes = c.logBytes; rc.snapshotDue() != c.due {
+		if a.logBytes = c.logBytes; a.snapshotDue() != c.due {
 			t.Errorf("%d bytes applied of --max-log-bytes 100: due %v, want %v", c.logBytes, !c.due, c.due)
 		}
 	}
@@ -443,15 +445,15 @@ func TestLogBytesAtTheBound(t *testing.T) {
 		}
 		ents = append(ents, &raftpb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(1), Data: make([]byte, size)})
 	}
-	if err := rc.raftStorage.Append(ents); err != nil {
+	if err := a.log.Append(ents); err != nil {
 		t.Fatal(err)
 	}
 	// At 10: 8..10 are exactly 50 bytes and stay; 7 would make 60.
-	if got := rc.compactIndex(10); got != 7 {
+	if got := a.compactIndex(10); got != 7 {
 		t.Errorf("snapshot at 10: compact to %d, want 7", got)
 	}
 	// At 5: 2..5 are 40 bytes, but only 4 entries stay.
-	if got := rc.compactIndex(5); got != 1 {
+	if got := a.compactIndex(5); got != 1 {
 		t.Errorf("snapshot at 5: compact to %d, want 1", got)
 	}
 }

@@ -193,13 +193,16 @@ func canonicalPort(p string) (string, error) {
 // started with --join asks its peers which cluster it is joining.
 const clusterIDPath = "/raftexample/cluster-id"
 
-func (rc *raftNode) serveClusterID(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "GET only", Code: http.StatusMethodNotAllowed})
-		return
+// serveClusterID answers clusterIDPath with clusterID.
+func serveClusterID(clusterID uint64) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "GET only", Code: http.StatusMethodNotAllowed})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"clusterID": types.ID(clusterID).String()})
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"clusterID": types.ID(rc.clusterID).String()})
 }
 
 // joinLookupTimeouts is how many election timeouts a joining member keeps
@@ -280,13 +283,12 @@ func askClusterID(ctx context.Context, client *http.Client, peer string) (uint64
 // membership stored in its data: the stored one is what it runs with (as
 // etcd does), and an operator who meant a new cluster must remove the data.
 func (rc *raftNode) warnIfClusterDiffers(commit uint64) {
-	defer rc.wg.Done()
 	select {
-	case <-rc.appliedAt.Wait(commit):
+	case <-rc.shared.publishedAt.Wait(commit):
 	case <-rc.stopc:
 		return
 	}
-	stored, _ := rc.members.snapshot()
+	stored, _ := rc.membership.snapshot()
 	given := map[uint64]string{}
 	for i, u := range rc.cfg.Peers {
 		given[uint64(i+1)] = u
@@ -296,7 +298,7 @@ func (rc *raftNode) warnIfClusterDiffers(commit uint64) {
 	}
 	rc.logger.Warn("--cluster disagrees with the membership stored in the data dir; running with the stored one (remove the data dir to start a new cluster)",
 		zap.String("stored", formatMembers(stored)), zap.String("given", formatMembers(given)),
-		zap.Stringer("cluster-id", types.ID(rc.clusterID)), zap.String("wal", rc.waldir))
+		zap.Stringer("cluster-id", types.ID(rc.clusterID)), zap.String("wal", rc.disk.waldir))
 }
 
 func sameMembership(a, b map[uint64]string) bool {
@@ -381,10 +383,10 @@ func (rc *raftNode) checkPeerMessage(m *raftpb.Message) error {
 		return fmt.Errorf("addressed to member %d, not to this member %d", m.GetTo(), rc.cfg.ID)
 	case from == raft.None || from == rc.cfg.ID:
 		return fmt.Errorf("claims to come from member %d", from)
-	case rc.members.isRemoved(from):
+	case rc.membership.isRemoved(from):
 		return fmt.Errorf("member %d was removed", from)
-	case m.GetType() == raftpb.MsgAppResp && !m.GetReject() && m.GetIndex() > rc.lastIndex.Load():
-		return fmt.Errorf("acknowledges index %d beyond this member's last index %d", m.GetIndex(), rc.lastIndex.Load())
+	case m.GetType() == raftpb.MsgAppResp && !m.GetReject() && m.GetIndex() > rc.shared.lastIndex.Load():
+		return fmt.Errorf("acknowledges index %d beyond this member's last index %d", m.GetIndex(), rc.shared.lastIndex.Load())
 	}
 	return nil
 }
@@ -473,7 +475,7 @@ func (c mismatchLimiter) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zap
 // acknowledged, so for them this changes nothing; the heartbeat itself is
 // kept, since the leader counts its answer towards its quorum check.
 func (rc *raftNode) clampHeartbeatCommit(m *raftpb.Message) {
-	last := rc.lastIndex.Load()
+	last := rc.shared.lastIndex.Load()
 	if m.GetType() != raftpb.MsgHeartbeat || m.GetCommit() <= last {
 		return
 	}

@@ -54,14 +54,14 @@ func parseFailpoint(spec string) (*failpoint, error) {
 	return fp, nil
 }
 
-// failpoint crashes the process if it is configured to crash at name and
-// this is the configured hit. SIGKILL, not os.Exit: nothing more runs.
-func (rc *raftNode) failpoint(name string) {
-	fp := rc.cfg.Failpoint
+// reach crashes the process if fp is set to crash at name and this is the
+// configured hit. SIGKILL, not os.Exit: nothing more runs. A nil fp (no
+// failpoint armed) does nothing.
+func (fp *failpoint) reach(name string, logger *zap.Logger) {
 	if fp == nil || fp.name != name || fp.hits.Add(1) != fp.nth {
 		return
 	}
-	rc.logger.Warn("failpoint reached; killing this process", zap.String("failpoint", name), zap.Int64("hit", fp.nth))
+	logger.Warn("failpoint reached; killing this process", zap.String("failpoint", name), zap.Int64("hit", fp.nth))
 	syscall.Kill(syscall.Getpid(), syscall.SIGKILL)
 	select {} // the signal is on its way
 }

@@ -1,8 +1,8 @@
 package main
 
-// Fuzz targets: the decoders of what the log and snapshots carry, and the
-// HTTP handler. Seed corpora are in testdata/fuzz/<target>/; test.sh runs
-// each target for a few seconds, and
+// Fuzz target of the HTTP handler. (The decoders of what the log and
+// snapshots carry are fuzzed in internal/wire.) Seed corpora are in
+// testdata/fuzz/<target>/; test.sh runs 10 000 inputs of each target, and
 //
 //	go test -run '^$' -fuzz '^FuzzHTTPHandler$' -fuzztime 10m .
 //
@@ -11,106 +11,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 )
-
-// Whatever the bytes of a log entry, decoding returns a request or
-// errCorrupt, never panics; what it returns encodes and decodes to itself.
-func FuzzDecodeRequest(f *testing.F) {
-	f.Add(encodeRequest(request{ID: 1, Ops: []op{{Kind: opPut, Key: "k", Value: []byte("v")}}}))
-	f.Add(encodeRequest(request{ID: 1 << 60, Ops: []op{
-		{Kind: opPut, Key: "a\x00b", Value: []byte{0xff}, Cond: condRev, CondRev: 300},
-		{Kind: opDelete, Key: "gone", Cond: condExists},
-		{Kind: opPut, Key: "new", Value: nil, Cond: condAbsent},
-	}}))
-	f.Add([]byte{})
-	f.Add([]byte{codecVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := decodeRequest(data)
-		if err != nil {
-			if !errors.Is(err, errCorrupt) {
-				t.Fatalf("error %v is not errCorrupt", err)
-			}
-			return
-		}
-		if len(r.Ops) == 0 {
-			t.Fatal("decoded a request without operations")
-		}
-		for _, o := range r.Ops {
-			if o.Key == "" || (o.Kind != opPut && o.Kind != opDelete) || o.Cond > condExists {
-				t.Fatalf("decoded an invalid op %+v", o)
-			}
-		}
-		again, err := decodeRequest(encodeRequest(r))
-		if err != nil || !sameRequest(again, r) {
-			t.Fatalf("re-encoding %+v gave %+v, %v", r, again, err)
-		}
-	})
-}
-
-// sameRequest compares requests, treating nil and empty values alike.
-func sameRequest(a, b request) bool {
-	if a.ID != b.ID || len(a.Ops) != len(b.Ops) {
-		return false
-	}
-	for i := range a.Ops {
-		x, y := a.Ops[i], b.Ops[i]
-		if x.Kind != y.Kind || x.Key != y.Key || !bytes.Equal(x.Value, y.Value) || x.Cond != y.Cond || x.CondRev != y.CondRev {
-			return false
-		}
-	}
-	return true
-}
-
-// Whatever the bytes of a snapshot's metadata or of a state file, decoding
-// returns a value or an error, never panics; a decoded value encodes and
-// decodes to itself.
-func FuzzDecodeSnapshot(f *testing.F) {
-	items := newKVTree()
-	items.ReplaceOrInsert(kvItem{Key: "k", Value: []byte("v"), Rev: 9})
-	items.ReplaceOrInsert(kvItem{Key: "bin\xff", Value: []byte{}, Rev: 4})
-	f.Add(encodeKV(kvState{Items: items, HistStart: 3, History: []event{
-		{Type: opPut, Key: "k", Value: []byte("v"), Rev: 9},
-		{Type: opDelete, Key: "x", Rev: 10},
-	}}))
-	f.Add(encodeKV(kvState{Items: newKVTree()}))
-	f.Add(encodeSnapshot(snapshotState{Members: map[uint64]string{1: "http://127.0.0.1:1", 2: "http://127.0.0.1:2"}, Removed: []uint64{3}}))
-	f.Add([]byte{stateVersion})
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if s, err := decodeSnapshot(data); err == nil {
-			again, err := decodeSnapshot(encodeSnapshot(s))
-			if err != nil || !reflect.DeepEqual(again, s) {
-				t.Fatalf("re-encoding the snapshot gave %+v, %v", again, err)
-			}
-		}
-		st, err := decodeKV(data)
-		if err != nil {
-			return
-		}
-		st2, err := decodeKV(encodeKV(st))
-		if err != nil || st2.Items.Len() != st.Items.Len() || st2.HistStart != st.HistStart || !reflect.DeepEqual(st2.History, st.History) {
-			t.Fatalf("re-encoding the key-value state changed it (%v)", err)
-		}
-		st.Items.Ascend(func(it kvItem) bool {
-			got, ok := st2.Items.Get(it)
-			if !ok || !bytes.Equal(got.Value, it.Value) || got.Rev != it.Rev {
-				t.Fatalf("key %q changed in a round trip", it.Key)
-			}
-			return true
-		})
-	})
-}
 
 // fuzzMaxBody is the handler's --max-request-bytes in FuzzHTTPHandler.
 const fuzzMaxBody = 256

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"raftexample/internal/freeport"
+	"raftexample/internal/wire"
 )
 
 // eventually calls f until it returns nil or timeout passes.
@@ -263,7 +264,7 @@ func httpDo(t testing.TB, method, url, body string) (int, string) {
 
 // putEntry encodes a one-put request as a raft entry's data.
 func putEntry(key string, value []byte) []byte {
-	return encodeRequest(request{Ops: []op{{Kind: opPut, Key: key, Value: value}}})
+	return wire.EncodeRequest(wire.Request{Ops: []wire.Op{{Kind: wire.Put, Key: key, Value: value}}})
 }
 
 // roundTripState encodes s's state as a snapshot does and reads it back.

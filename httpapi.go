@@ -13,20 +13,22 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"raftexample/internal/wire"
 )
 
 // kvAPI is what the HTTP layer needs from the key-value store.
 type kvAPI interface {
 	Get(ctx context.Context, key string, serializable bool) (kvItem, bool, error)
 	List(ctx context.Context, prefix, after string, limit int, serializable bool) (listPage, error)
-	Txn(ctx context.Context, ops []op) (txnResult, error)
+	Txn(ctx context.Context, ops []wire.Op) (txnResult, error)
 	Watch(key string, prefix bool, afterRev uint64, resume bool) (w *watcher, backlog []event, from uint64, err error)
 	Unwatch(w *watcher)
 }
 
 // clusterAPI is what the HTTP layer needs to change the membership.
 type clusterAPI interface {
-	Members() []memberInfo
+	ListMembers() []memberInfo
 	AddMember(ctx context.Context, id uint64, peerURL string, learner bool) (memberInfo, error)
 	PromoteMember(ctx context.Context, id uint64) error
 	RemoveMember(ctx context.Context, id uint64) error
@@ -269,24 +271,24 @@ func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		h.fail(w, err)
 		return
 	}
-	h.writeRoot(ctx, w, r, op{Kind: opPut, Key: key, Value: v})
+	h.writeRoot(ctx, w, r, wire.Op{Kind: wire.Put, Key: key, Value: v})
 }
 
 // writeRoot applies a root-path PUT or DELETE, honouring If-Match and
 // If-None-Match as /v1 does: a condition a client sends is never ignored.
-func (h *httpKVAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *http.Request, o op) {
+func (h *httpKVAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *http.Request, o wire.Op) {
 	var err error
 	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
 		h.fail(w, err)
 		return
 	}
-	res, err := h.store.Txn(ctx, []op{o})
+	res, err := h.store.Txn(ctx, []wire.Op{o})
 	switch {
 	case err != nil:
 		h.fail(w, err)
 	case res.Failed == 0:
 		h.fail(w, fmt.Errorf("%w: key %q does not match %s", errCondition, o.Key, describeCond(o)))
-	case o.Kind == opDelete && !res.Found[0]:
+	case o.Kind == wire.Delete && !res.Found[0]:
 		http.Error(w, "key not found", http.StatusNotFound)
 	default:
 		w.WriteHeader(http.StatusNoContent)
@@ -331,7 +333,7 @@ func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, r *http.R
 		h.fail(w, err)
 		return
 	}
-	h.writeRoot(ctx, w, r, op{Kind: opDelete, Key: key})
+	h.writeRoot(ctx, w, r, wire.Op{Kind: wire.Delete, Key: key})
 }
 
 func (h *httpKVAPI) addMember(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"raftexample/internal/wire"
 )
 
 // fakeStore is an in-memory kvAPI and clusterAPI that can be told to fail.
@@ -52,7 +54,7 @@ func (f *fakeStore) List(_ context.Context, prefix, after string, limit int, _ b
 	return listPage{Items: items, More: len(keys) > limit}, f.err
 }
 
-func (f *fakeStore) Txn(_ context.Context, ops []op) (txnResult, error) {
+func (f *fakeStore) Txn(_ context.Context, ops []wire.Op) (txnResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -69,7 +71,7 @@ func (f *fakeStore) Txn(_ context.Context, ops []op) (txnResult, error) {
 		}
 	}
 	for _, o := range ops {
-		if o.Kind == opPut {
+		if o.Kind == wire.Put {
 			f.kv[o.Key] = kvItem{Key: o.Key, Value: o.Value, Rev: f.rev}
 		} else {
 			delete(f.kv, o.Key)
@@ -100,7 +102,7 @@ func (f *fakeStore) AddMember(_ context.Context, id uint64, u string, learner bo
 	return memberInfo{ID: id, PeerURL: u, Learner: learner}, nil
 }
 
-func (f *fakeStore) Members() []memberInfo {
+func (f *fakeStore) ListMembers() []memberInfo {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []memberInfo
@@ -113,7 +115,7 @@ func (f *fakeStore) Members() []memberInfo {
 func (f *fakeStore) PromoteMember(context.Context, uint64) error  { return f.err }
 func (f *fakeStore) TransferLeader(context.Context, uint64) error { return f.err }
 
-func (f *fakeStore) Status() memberStatus { return memberStatus{ID: 1, Members: f.Members()} }
+func (f *fakeStore) Status() memberStatus { return memberStatus{ID: 1, Members: f.ListMembers()} }
 
 func (f *fakeStore) Health(context.Context, bool) error { return f.err }
 

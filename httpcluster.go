@@ -49,7 +49,7 @@ func (h *httpKVAPI) statusReport(w http.ResponseWriter, _ *http.Request) {
 func (h *httpKVAPI) membersMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	list := func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.Members()})
+		writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.ListMembers()})
 	}
 	for _, path := range []string{"/v1/members", "/v1/members/{$}"} {
 		mux.HandleFunc("GET "+path, list) // GET patterns match HEAD too

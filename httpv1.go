@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"raftexample/internal/wire"
 )
 
 // The /v1 API: keys with revisions and conditional writes, listing,
@@ -81,30 +83,30 @@ func etagMatches(header string, rev uint64) bool {
 }
 
 func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) {
-	o := op{Kind: opDelete, Key: key}
+	o := wire.Op{Kind: wire.Delete, Key: key}
 	if r.Method == http.MethodPut {
 		v, err := h.readBody(w, r)
 		if err != nil {
 			h.jsonFail(w, err)
 			return
 		}
-		o = op{Kind: opPut, Key: key, Value: v}
+		o = wire.Op{Kind: wire.Put, Key: key, Value: v}
 	}
 	var err error
 	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
 		h.jsonFail(w, err)
 		return
 	}
-	res, err := h.store.Txn(r.Context(), []op{o})
+	res, err := h.store.Txn(r.Context(), []wire.Op{o})
 	switch {
 	case err != nil:
 		h.jsonFail(w, err)
 	case res.Failed == 0:
 		h.jsonFail(w, fmt.Errorf("%w: key %q does not match %s", errCondition, key, describeCond(o)))
-	case o.Kind == opDelete && !res.Found[0]:
+	case o.Kind == wire.Delete && !res.Found[0]:
 		h.jsonFail(w, fmt.Errorf("%w: key %q", errNotFound, key))
 	default:
-		if o.Kind == opPut {
+		if o.Kind == wire.Put {
 			w.Header().Set("ETag", etag(res.Rev))
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -114,32 +116,32 @@ func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
 
 // parseConditions reads If-Match: "<rev>" or *, and If-None-Match: *.
-func parseConditions(hdr http.Header) (condKind, uint64, error) {
+func parseConditions(hdr http.Header) (wire.Cond, uint64, error) {
 	match, noneMatch := hdr.Get("If-Match"), hdr.Get("If-None-Match")
 	switch {
 	case match != "" && noneMatch != "":
 		return 0, 0, fmt.Errorf("%w: use If-Match or If-None-Match, not both", errInvalid)
 	case noneMatch == "*":
-		return condAbsent, 0, nil
+		return wire.CondAbsent, 0, nil
 	case noneMatch != "":
 		return 0, 0, fmt.Errorf("%w: If-None-Match supports only *", errInvalid)
 	case match == "*":
-		return condExists, 0, nil
+		return wire.CondExists, 0, nil
 	case match != "":
 		rev, err := strconv.ParseUint(strings.Trim(match, `"`), 10, 64)
 		if err != nil || rev == 0 {
 			return 0, 0, fmt.Errorf("%w: If-Match %q: want a revision in quotes, like \"12\"", errInvalid, match)
 		}
-		return condRev, rev, nil
+		return wire.CondRev, rev, nil
 	}
-	return condNone, 0, nil
+	return wire.CondNone, 0, nil
 }
 
-func describeCond(o op) string {
+func describeCond(o wire.Op) string {
 	switch o.Cond {
-	case condRev:
+	case wire.CondRev:
 		return fmt.Sprintf("revision %d", o.CondRev)
-	case condAbsent:
+	case wire.CondAbsent:
 		return "absent"
 	default:
 		return "present"
@@ -207,31 +209,31 @@ type txnOp struct {
 	IfAbsent bool    `json:"ifAbsent,omitempty"` // the key must not exist
 }
 
-func (t txnOp) toOp() (op, error) {
-	o := op{Key: t.Key}
+func (t txnOp) toOp() (wire.Op, error) {
+	o := wire.Op{Key: t.Key}
 	switch t.Op {
 	case "put":
 		if t.Value == nil {
-			return op{}, errors.New("put needs a value")
+			return wire.Op{}, errors.New("put needs a value")
 		}
-		o.Kind, o.Value = opPut, []byte(*t.Value)
+		o.Kind, o.Value = wire.Put, []byte(*t.Value)
 	case "delete":
 		if t.Value != nil {
-			return op{}, errors.New("delete takes no value")
+			return wire.Op{}, errors.New("delete takes no value")
 		}
-		o.Kind = opDelete
+		o.Kind = wire.Delete
 	default:
-		return op{}, fmt.Errorf("op %q: want put or delete", t.Op)
+		return wire.Op{}, fmt.Errorf("op %q: want put or delete", t.Op)
 	}
 	switch {
 	case t.Key == "":
-		return op{}, errors.New("empty key")
+		return wire.Op{}, errors.New("empty key")
 	case t.IfRev != 0 && t.IfAbsent:
-		return op{}, errors.New("ifRev and ifAbsent exclude each other")
+		return wire.Op{}, errors.New("ifRev and ifAbsent exclude each other")
 	case t.IfRev != 0:
-		o.Cond, o.CondRev = condRev, t.IfRev
+		o.Cond, o.CondRev = wire.CondRev, t.IfRev
 	case t.IfAbsent:
-		o.Cond = condAbsent
+		o.Cond = wire.CondAbsent
 	}
 	return o, nil
 }
@@ -279,7 +281,7 @@ func (h *httpKVAPI) txn(w http.ResponseWriter, r *http.Request) {
 
 // parseTxn decodes a JSON list of operations. JSON carries text, so the body
 // must be UTF-8: decoding would silently replace invalid bytes otherwise.
-func parseTxn(body []byte) ([]op, error) {
+func parseTxn(body []byte) ([]wire.Op, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not UTF-8 (JSON values are UTF-8 strings; use /v1/kv/ for raw bytes)", errInvalid)
 	}
@@ -290,7 +292,7 @@ func parseTxn(body []byte) ([]op, error) {
 	if len(tops) == 0 {
 		return nil, fmt.Errorf("%w: txn body: no operations", errInvalid)
 	}
-	ops := make([]op, len(tops))
+	ops := make([]wire.Op, len(tops))
 	for i, t := range tops {
 		o, err := t.toOp()
 		if err != nil {
@@ -338,7 +340,7 @@ type jsonEvent struct {
 
 func newJSONEvent(e event) jsonEvent {
 	je := jsonEvent{Type: e.Type.String(), jsonKey: newJSONKey(e.Key, e.Rev)}
-	if e.Type == opPut {
+	if e.Type == wire.Put {
 		if utf8.Valid(e.Value) {
 			v := string(e.Value)
 			je.Value = &v

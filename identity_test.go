@@ -270,7 +270,7 @@ func TestJoinWithoutPeersFails(t *testing.T) {
 	cfg.Join = true
 	cfg.PeerListener = lns[1]
 	start := time.Now()
-	_, err := newRaftNode(cfg, func() func(w io.Writer) error { return nil }, make(chan proposal), make(chan proposal))
+	_, err := newRaftNode(cfg, func() func(w io.Writer) error { return nil }, make(chan proposal), make(chan proposal), nil)
 	if err == nil || !strings.Contains(err.Error(), "cluster ID") {
 		t.Fatalf("joining with no peer up: %v, want an error about the cluster ID", err)
 	}
@@ -353,12 +353,12 @@ func TestWALMetadata(t *testing.T) {
 
 // No message from a peer can make raft trust something it must not.
 func TestCheckPeerMessage(t *testing.T) {
-	rc := &raftNode{cfg: raftConfig{ID: 1}, members: newCluster()}
-	rc.members.apply(addConfChange(1, "http://127.0.0.1:1", false))
-	rc.members.apply(addConfChange(5, "http://127.0.0.1:5", false))
+	rc := &raftNode{cfg: raftConfig{ID: 1}, membership: newCluster()}
+	rc.membership.apply(addConfChange(1, "http://127.0.0.1:1", false))
+	rc.membership.apply(addConfChange(5, "http://127.0.0.1:5", false))
 	rm := raftpb.ConfChangeRemoveNode
-	rc.members.apply(&raftpb.ConfChange{Type: &rm, NodeId: proto.Uint64(5)})
-	rc.lastIndex.Store(10)
+	rc.membership.apply(&raftpb.ConfChange{Type: &rm, NodeId: proto.Uint64(5)})
+	rc.shared.lastIndex.Store(10)
 	msg := func(typ raftpb.MessageType, from, to, index uint64, reject bool) *raftpb.Message {
 		return &raftpb.Message{Type: &typ, From: &from, To: &to, Index: &index, Reject: &reject, Term: proto.Uint64(1)}
 	}
@@ -412,85 +412,6 @@ func TestClusterFlagValidation(t *testing.T) {
 		var out, errOut bytes.Buffer
 		if code := run(append(tc.args, "--data-dir", t.TempDir(), "--port", "0"), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("%q: exit %d, stderr %q; want exit 2 mentioning %q", tc.args, code, errOut.String(), tc.want)
-		}
-	}
-}
-
-// Stale data from another cluster: member 1 ran alone and wrote a key; then
-// three members are started with a three-URL --cluster in the same data
-// dir. Member 2 used to panic ("need non-empty snapshot") and member 1 led a
-// cluster of its own beside theirs. Now nobody crashes, members 2 and 3
-// elect a leader and serve, member 1 warns that --cluster disagrees with
-// its data and runs alone in its own cluster, and the cluster ID mismatch
-// is logged where the foreign messages arrive.
-func TestProcessStaleDataOtherCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts four processes")
-	}
-	c := newProcCluster(t, 3)
-	solo := newProc(t, "member 1 alone", c.dataDir, filepath.Join(c.dataDir, "solo.log"),
-		append([]string{raftexampleBin, "--id", "1", "--cluster", c.peers[0],
-			"--port", fmt.Sprint(c.ports[0]), "--data-dir", c.dataDir}, fastRaft...)...)
-	solo.start()
-	waitWritable(t, c.url(1))
-	putOK(t, c.url(1), "solo", "1")
-	solo.terminate(0)
-
-	for _, m := range c.members {
-		m.start()
-	}
-	waitWritable(t, c.url(2))
-	putOK(t, c.url(3), "three", "3")
-	waitKeys(t, c.url(2), present(map[string]string{"three": "3"}))
-	waitKeys(t, c.url(2), map[string]*string{"solo": nil})
-
-	eventually(t, startTimeout, func() error {
-		out := c.member(1).output()
-		for _, want := range []string{"--cluster disagrees with the membership stored", "refusing messages from a member of another cluster"} {
-			if !strings.Contains(out, want) {
-				return fmt.Errorf("member 1 has not logged %q yet", want)
-			}
-		}
-		return nil
-	})
-	// The mismatch is plain, not a flood: rafthttp's own line for each
-	// refused message goes to debug after the first each minute.
-	for id := 1; id <= 3; id++ {
-		lines := 0
-		for _, l := range strings.Split(c.member(id).output(), "\n") {
-			if strings.Contains(l, "cluster ID mismatch") && !strings.Contains(l, "\tdebug\t") {
-				lines++
-			}
-		}
-		if lines > 6 {
-			t.Errorf("member %d logged %d lines about the cluster ID mismatch, want a few", id, lines)
-		}
-	}
-	// Member 1 dials only the membership stored in its data (itself), not
-	// the --cluster members: 2 and 3 never hear from it.
-	for id := 2; id <= 3; id++ {
-		if out := c.member(id).output(); strings.Contains(out, `"remote-member": "1"`) {
-			t.Errorf("member %d was dialled by member 1, which should dial only its stored membership", id)
-		}
-	}
-	st1, st2 := mustStatus(t, c.url(1)), mustStatus(t, c.url(2))
-	if st1.ClusterID == st2.ClusterID {
-		t.Errorf("member 1 (stale data) and member 2 report the same cluster ID %s", st1.ClusterID)
-	}
-	if len(st1.Members) != 1 {
-		t.Errorf("member 1 runs with members %+v, want its stored one-member cluster", st1.Members)
-	}
-	if st2.Leader == 1 || st2.Leader == 0 {
-		t.Errorf("members 2 and 3 see leader %d, want 2 or 3", st2.Leader)
-	}
-	// Member 1 never hears of the three-member cluster's writes.
-	waitKeys(t, c.url(1), map[string]*string{"three": nil})
-	for id := 1; id <= 3; id++ {
-		if !c.member(id).running() {
-			t.Errorf("member %d exited: %v", id, c.member(id).err)
-		}
-		if out := c.member(id).output(); strings.Contains(out, "panic") {
-			t.Errorf("member %d panicked:\n%s", id, tailFile(c.member(id).log, 20))
 		}
 	}
 }

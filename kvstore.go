@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/etcd/pkg/v3/idutil"
 	"go.etcd.io/etcd/pkg/v3/wait"
 	"go.uber.org/zap"
+
+	"raftexample/internal/wire"
 )
 
 // kvstore is the replicated state machine: keys in order with their values
@@ -50,6 +52,27 @@ type kvstore struct {
 	stopped   chan struct{}  // closed when commitC is closed
 	wg        sync.WaitGroup // readCommits and awaitFresh
 	fresh     chan struct{}  // closed once the state holds all this member ever acknowledged
+}
+
+// kvItem is a stored key with its value and the raft index (revision) of
+// the entry that last wrote it.
+type kvItem struct {
+	Key   string
+	Value []byte
+	Rev   uint64
+}
+
+// newKVTree returns an empty tree of items in key order.
+func newKVTree() *btree.BTreeG[kvItem] {
+	return btree.NewG(32, func(a, b kvItem) bool { return a.Key < b.Key })
+}
+
+// event is one applied change, as watchers see it.
+type event struct {
+	Type  wire.OpKind
+	Key   string
+	Value []byte
+	Rev   uint64
 }
 
 // txnResult is what the applier tells a waiting writer.
@@ -300,7 +323,7 @@ func (s *kvstore) catchUp(ctx context.Context, serializable bool) error {
 
 // Txn applies ops atomically, all or none, and returns once the entry is
 // applied here. A failed condition is a result, not an error.
-func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
+func (s *kvstore) Txn(ctx context.Context, ops []wire.Op) (txnResult, error) {
 	if err := s.checkQuota(ops); err != nil {
 		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
 		return txnResult{}, err
@@ -310,8 +333,8 @@ func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
 	}
 	s.metrics.proposalsPending.Inc()
 	defer s.metrics.proposalsPending.Dec()
-	r := request{ID: s.ids.Next(), Ops: ops}
-	x, err := proposeAndWait(ctx, s.proposeC, proposal{data: encodeRequest(r)}, s.waits, r.ID, s.leader, s.stopped)
+	r := wire.Request{ID: s.ids.Next(), Ops: ops}
+	x, err := proposeAndWait(ctx, s.proposeC, proposal{data: wire.EncodeRequest(r)}, s.waits, r.ID, s.leader, s.stopped)
 	if err != nil {
 		s.metrics.proposalsFailed.WithLabelValues(failureReason(err)).Inc()
 		return txnResult{}, err
@@ -326,11 +349,11 @@ func (s *kvstore) Txn(ctx context.Context, ops []op) (txnResult, error) {
 // committed entry is never refused. Writes in flight together are each
 // checked against the state before any of them, so they may go over the
 // quota by what they carry.
-func (s *kvstore) checkQuota(ops []op) error {
+func (s *kvstore) checkQuota(ops []wire.Op) error {
 	quota, have := s.cfg.QuotaBytes, s.stateBytes.Load()
 	var most int64 // what ops add if every key is new
 	for _, o := range ops {
-		if o.Kind == opPut {
+		if o.Kind == wire.Put {
 			most += int64(len(o.Key) + len(o.Value))
 		}
 	}
@@ -347,7 +370,7 @@ func (s *kvstore) checkQuota(ops []op) error {
 
 // growth returns how many bytes ops would add to the state as it is now
 // (negative when they free space), following each key through the ops.
-func (s *kvstore) growth(ops []op) int64 {
+func (s *kvstore) growth(ops []wire.Op) int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	size := make(map[string]int64, len(ops)) // each key's size so far
@@ -360,7 +383,7 @@ func (s *kvstore) growth(ops []op) int64 {
 			}
 		}
 		var after int64
-		if o.Kind == opPut {
+		if o.Kind == wire.Put {
 			after = itemBytes(o.Key, o.Value)
 		}
 		add += after - before
@@ -374,7 +397,7 @@ func itemBytes(key string, value []byte) int64 { return int64(len(key) + len(val
 
 // Put sets key to value.
 func (s *kvstore) Put(ctx context.Context, key string, value []byte) error {
-	_, err := s.Txn(ctx, []op{{Kind: opPut, Key: key, Value: value}})
+	_, err := s.Txn(ctx, []wire.Op{{Kind: wire.Put, Key: key, Value: value}})
 	return err
 }
 
@@ -398,7 +421,7 @@ func (s *kvstore) apply(ents []committedEntry) {
 		if len(e.data) == 0 {
 			continue
 		}
-		r, err := decodeRequest(e.data)
+		r, err := wire.DecodeRequest(e.data)
 		if err != nil {
 			// Every member decodes the same bytes, so every member skips it.
 			s.logger.Warn("skipping malformed entry", zap.Uint64("index", e.index), zap.Error(err))
@@ -420,11 +443,11 @@ func (s *kvstore) apply(ents []committedEntry) {
 // applyTxn checks every condition against the state before the entry, then
 // applies all ops or none; the caller holds s.mu. Applying the same entry
 // twice leaves the same state, which makes replay after a crash safe.
-func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
+func (s *kvstore) applyTxn(ops []wire.Op, index uint64) txnResult {
 	res := txnResult{Rev: index, Failed: -1, Found: make([]bool, len(ops))}
 	// A lone unconditional op (a plain PUT or DELETE) needs no look-up
 	// first: applying it tells whether its key existed.
-	lone := len(ops) == 1 && ops[0].Cond == condNone
+	lone := len(ops) == 1 && ops[0].Cond == wire.CondNone
 	if !lone {
 		for i, o := range ops {
 			cur, ok := s.items.Get(kvItem{Key: o.Key})
@@ -441,7 +464,7 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 		var existed bool
 		var prev kvItem
 		switch o.Kind {
-		case opPut:
+		case wire.Put:
 			// o.Value points into the raft entry. A lone put's entry is
 			// little more than its value: keeping it saves a copy, and the
 			// state, the watch history and raft's log then share one
@@ -454,10 +477,10 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 			}
 			prev, existed = s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
 			grew += itemBytes(o.Key, v)
-			evs = append(evs, event{Type: opPut, Key: o.Key, Value: v, Rev: index})
-		case opDelete:
+			evs = append(evs, event{Type: wire.Put, Key: o.Key, Value: v, Rev: index})
+		case wire.Delete:
 			if prev, existed = s.items.Delete(kvItem{Key: o.Key}); existed {
-				evs = append(evs, event{Type: opDelete, Key: o.Key, Rev: index})
+				evs = append(evs, event{Type: wire.Delete, Key: o.Key, Rev: index})
 			}
 		}
 		if existed {
@@ -472,13 +495,13 @@ func (s *kvstore) applyTxn(ops []op, index uint64) txnResult {
 	return res
 }
 
-func condHolds(o op, cur kvItem, exists bool) bool {
+func condHolds(o wire.Op, cur kvItem, exists bool) bool {
 	switch o.Cond {
-	case condRev:
+	case wire.CondRev:
 		return exists && cur.Rev == o.CondRev
-	case condAbsent:
+	case wire.CondAbsent:
 		return !exists
-	case condExists:
+	case wire.CondExists:
 		return exists
 	default:
 		return true

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+
+	"raftexample/internal/wire"
 )
 
 // newTestKVStore returns a kvstore with the flags' defaults but for a watch
@@ -25,8 +27,8 @@ func TestHistoryKeepsTheNewestEvents(t *testing.T) {
 		var ents []committedEntry
 		for range batch % 5 { // 0 to 4 entries at a time
 			index++
-			ents = append(ents, committedEntry{index: index, data: encodeRequest(request{ID: index, Ops: []op{
-				{Kind: opPut, Key: fmt.Sprintf("k%d", index%3), Value: []byte(fmt.Sprint(index))},
+			ents = append(ents, committedEntry{index: index, data: wire.EncodeRequest(wire.Request{ID: index, Ops: []wire.Op{
+				{Kind: wire.Put, Key: fmt.Sprintf("k%d", index%3), Value: []byte(fmt.Sprint(index))},
 			}})})
 		}
 		s.apply(ents)

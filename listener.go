@@ -240,7 +240,7 @@ type stoppableListener struct {
 	stopc <-chan struct{}
 }
 
-func newStoppableListener(addr string, stopc <-chan struct{}) (*stoppableListener, error) {
+func newStoppableListener(addr string, stopc <-chan struct{}, wg *sync.WaitGroup) (*stoppableListener, error) {
 	tcpAddr, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -249,15 +249,16 @@ func newStoppableListener(addr string, stopc <-chan struct{}) (*stoppableListene
 	if err != nil {
 		return nil, err
 	}
-	return wrapStoppable(ln, stopc), nil
+	return wrapStoppable(ln, stopc, wg), nil
 }
 
-// wrapStoppable makes ln stoppable; closing stopc closes ln.
-func wrapStoppable(ln *net.TCPListener, stopc <-chan struct{}) *stoppableListener {
-	go func() {
+// wrapStoppable makes ln stoppable: closing stopc closes ln, from a
+// goroutine that wg counts, so that whoever owns stopc can wait for it.
+func wrapStoppable(ln *net.TCPListener, stopc <-chan struct{}, wg *sync.WaitGroup) *stoppableListener {
+	wg.Go(func() {
 		<-stopc
 		ln.Close()
-	}()
+	})
 	return &stoppableListener{TCPListener: ln, stopc: stopc}
 }
 

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -210,10 +211,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	gcDone := make(chan struct{})
+	var gc sync.WaitGroup
 	gcCtx, stopGC := context.WithCancel(ctx)
-	go func() { defer close(gcDone); cfg.gc.run(gcCtx) }()
-	defer func() { stopGC(); <-gcDone }()
+	gc.Go(func() { cfg.gc.run(gcCtx) })
+	defer func() { stopGC(); gc.Wait() }()
 	if err := serve(ctx, cfg, logger); err != nil {
 		if errors.Is(err, errRemoved) {
 			logger.Info("this member was removed from the cluster; exiting")
@@ -260,12 +261,15 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		scheme = "https"
 	}
 	srv.RegisterOnShutdown(api.closeStreams)
+	// The client server and the ready announcement run beside this
+	// goroutine, which waits for both before it returns.
+	var running sync.WaitGroup
+	defer running.Wait()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	running.Go(func() { serveErr <- srv.Serve(ln) })
 	readyCtx, stopReady := context.WithCancel(ctx)
-	readyDone := make(chan struct{})
-	go func() { defer close(readyDone); announceReady(readyCtx, rc, m.members, cfg, scheme, logger) }()
-	defer func() { stopReady(); <-readyDone }()
+	defer stopReady()
+	running.Go(func() { announceReady(readyCtx, rc, m.memberAdmin, cfg, scheme, logger) })
 
 	var runErr error
 	select {
@@ -290,11 +294,11 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 
 // announceReady logs the line that ends start-up, once the member serves
 // clients and knows a leader.
-func announceReady(ctx context.Context, rc *raftNode, members *memberAPI, cfg config, scheme string, logger *zap.Logger) {
+func announceReady(ctx context.Context, rc *raftNode, admin *memberAPI, cfg config, scheme string, logger *zap.Logger) {
 	for {
 		changed := rc.leader.changed()
 		if lead := rc.leader.current(); lead != raft.None {
-			logger.Info("ready", zap.Uint64("id", cfg.raft.ID), zap.Int("members", len(members.Members())),
+			logger.Info("ready", zap.Uint64("id", cfg.raft.ID), zap.Int("members", len(admin.ListMembers())),
 				zap.Uint64("leader", lead), zap.String("client-url", fmt.Sprintf("%s://127.0.0.1:%d", scheme, cfg.port)),
 				zap.String("peer-url", cfg.raft.Peers[cfg.raft.ID-1]))
 			return

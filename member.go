@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 )
 
 // memberConfig is everything one member is made of: raft's configuration,
@@ -21,7 +23,7 @@ type memberConfig struct {
 type memberNode struct {
 	kvs         *kvstore
 	rc          *raftNode
-	members     *memberAPI
+	memberAdmin *memberAPI // changes the membership (/v1/members)
 	api         *httpKVAPI
 	proposeC    chan proposal
 	confChangeC chan proposal
@@ -34,7 +36,8 @@ type memberNode struct {
 func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 	n := &memberNode{proposeC: make(chan proposal), confChangeC: make(chan proposal)}
 	n.kvs = newKVStore(cfg.KV, n.proposeC)
-	rc, err := newRaftNode(cfg.Raft, n.kvs.getSnapshot, n.proposeC, n.confChangeC)
+	var admin atomic.Pointer[memberAPI] // set once the log is replayed
+	rc, err := newRaftNode(cfg.Raft, n.kvs.getSnapshot, n.proposeC, n.confChangeC, peerRoutesOf(cfg.Raft, &admin))
 	if err != nil {
 		return nil, err
 	}
@@ -50,9 +53,23 @@ func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 		rc.Stop()
 		return nil, fmt.Errorf("replay the log to index %d: %w", rc.bootCommit, ctx.Err())
 	}
-	n.members = newMemberAPI(rc, n.confChangeC)
-	n.api = newHTTPKVAPI(n.kvs, n.members, newStatusReporter(rc, n.kvs, n.members), cfg.HTTP)
+	n.memberAdmin = newMemberAPI(rc.memberLink(), n.confChangeC)
+	admin.Store(n.memberAdmin)
+	n.api = newHTTPKVAPI(n.kvs, n.memberAdmin, newStatusReporter(rc, n.kvs, n.memberAdmin), cfg.HTTP)
 	return n, nil
+}
+
+// peerRoutesOf is what a member serves on its peer port besides raft's
+// messages: its cluster ID, which a member started with --join asks for,
+// and membership requests other members forward to the leader, which admin
+// carries out once it is set (until then they are answered 503).
+func peerRoutesOf(cfg raftConfig, admin *atomic.Pointer[memberAPI]) peerRoutes {
+	return func(mux *http.ServeMux, clusterID uint64) {
+		mux.Handle(clusterIDPath, serveClusterID(clusterID))
+		mux.HandleFunc(membersPath, func(w http.ResponseWriter, r *http.Request) {
+			serveForwarded(w, r, admin.Load(), cfg.ID, cfg.electionTimeout())
+		})
+	}
 }
 
 // Stop shuts the member down and waits until its WAL is closed and the

@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/pkg/v3/idutil"
+	"go.etcd.io/etcd/pkg/v3/wait"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
@@ -65,24 +65,48 @@ type changeResult struct {
 // has applied them; the member that took the request then waits until it
 // has applied them too. It also moves leadership on request.
 type memberAPI struct {
-	rc          *raftNode
+	memberLink
 	confChangeC chan<- proposal
 	ids         *idutil.Generator
 	busy        sync.Mutex // one change at a time
 }
 
-func newMemberAPI(rc *raftNode, confChangeC chan<- proposal) *memberAPI {
-	m := &memberAPI{rc: rc, confChangeC: confChangeC, ids: idutil.NewGenerator(uint16(rc.cfg.ID), time.Now())}
-	rc.memberAPI.Store(m)
-	return m
+// memberLink is what the membership API takes from raftNode.
+type memberLink struct {
+	raft            memberRaft
+	membership      *cluster
+	leader          *leaderWatch
+	confWaits       wait.Wait    // membership change request ID -> confApplied
+	peerClient      *http.Client // forwards requests to the leader
+	self            uint64       // this member's ID
+	electionTimeout time.Duration
+	checkScheme     func(peerURL string) error // http:// or https://, as the peers use
+}
+
+// memberRaft is what the membership API asks of raftNode while it runs.
+type memberRaft interface {
+	confStateNow() *raftpb.ConfState // as of the last index published
+	publishedIndex() uint64          // the last index handed to the kvstore
+	publishedAt(index uint64) <-chan struct{}
+	leadingSince() uint64  // the first entry of this member's leadership
+	lastConfIndex() uint64 // the newest membership change in the log
+	removedSelf() bool     // this member's removal is known
+	peerActive(id uint64) bool
+	status() raft.Status
+	transferLeadership(ctx context.Context, lead, transferee uint64)
+	stopped() <-chan struct{}
+}
+
+func newMemberAPI(l memberLink, confChangeC chan<- proposal) *memberAPI {
+	return &memberAPI{memberLink: l, confChangeC: confChangeC, ids: idutil.NewGenerator(uint16(l.self), time.Now())}
 }
 
 var errChangeInProgress = fmt.Errorf("%w: another membership change is in progress; retry", errConflict)
 
-// Members lists the members in ID order.
-func (m *memberAPI) Members() []memberInfo {
-	members, _ := m.rc.members.snapshot()
-	cs, lead := m.rc.confStateNow(), m.rc.leader.current()
+// ListMembers lists the members in ID order.
+func (m *memberAPI) ListMembers() []memberInfo {
+	members, _ := m.membership.snapshot()
+	cs, lead := m.raft.confStateNow(), m.leader.current()
 	out := make([]memberInfo, 0, len(members))
 	for id, u := range members {
 		out = append(out, memberInfo{ID: id, PeerURL: u, Learner: isLearner(cs, id), Leader: id == lead})
@@ -132,10 +156,10 @@ func (m *memberAPI) RemoveMember(ctx context.Context, id uint64) error {
 func (m *memberAPI) change(ctx context.Context, mc memberChange) (changeResult, error) {
 	var res changeResult
 	var err error
-	switch lead := m.rc.leader.current(); lead {
+	switch lead := m.leader.current(); lead {
 	case raft.None:
 		return res, errNoLeader
-	case m.rc.cfg.ID:
+	case m.self:
 		res, err = m.changeAsLeader(ctx, mc)
 	default:
 		res, err = m.forward(ctx, lead, mc)
@@ -156,15 +180,14 @@ func (m *memberAPI) change(ctx context.Context, mc memberChange) (changeResult, 
 // applied at index. A removal is known to have applied when the member is
 // gone: the leader cannot name the index when it removed itself.
 func (m *memberAPI) waitApplied(ctx context.Context, mc memberChange, index uint64) error {
-	rc := m.rc
 	for {
-		applied := rc.applied.Load()
-		if mc.Op == opRemoveMember && rc.members.isRemoved(mc.ID) || mc.Op != opRemoveMember && applied >= index {
+		published := m.raft.publishedIndex()
+		if mc.Op == opRemoveMember && m.membership.isRemoved(mc.ID) || mc.Op != opRemoveMember && published >= index {
 			return nil
 		}
 		select {
-		case <-rc.appliedAt.Wait(applied + 1):
-		case <-rc.stopc:
+		case <-m.raft.publishedAt(published + 1):
+		case <-m.raft.stopped():
 			if m.removedItself(mc) {
 				return nil
 			}
@@ -178,12 +201,11 @@ func (m *memberAPI) waitApplied(ctx context.Context, mc memberChange, index uint
 // removedItself reports whether mc removed this member, which then learned
 // of it, possibly from its peers before it applied the change itself.
 func (m *memberAPI) removedItself(mc memberChange) bool {
-	return mc.Op == opRemoveMember && mc.ID == m.rc.cfg.ID && m.rc.removedSelf.Load()
+	return mc.Op == opRemoveMember && mc.ID == m.self && m.raft.removedSelf()
 }
 
 // changeAsLeader checks and proposes mc on the leader.
 func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (changeResult, error) {
-	rc := m.rc
 	if !m.busy.TryLock() {
 		return changeResult{}, errChangeInProgress
 	}
@@ -192,14 +214,14 @@ func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (change
 	// of its own term, and raft turns a change proposed while another is
 	// unapplied into a no-op: wait for the first, refuse the second.
 	select {
-	case <-rc.appliedAt.Wait(rc.leaderStart.Load()):
+	case <-m.raft.publishedAt(m.raft.leadingSince()):
 	case <-ctx.Done():
 		return changeResult{}, ctxErr(ctx)
 	}
-	if rc.lastConfIndex.Load() > rc.applied.Load() {
+	if m.raft.lastConfIndex() > m.raft.publishedIndex() {
 		return changeResult{}, errChangeInProgress
 	}
-	if mc.Op == opRemoveMember && mc.ID == rc.cfg.ID {
+	if mc.Op == opRemoveMember && mc.ID == m.self {
 		return m.removeLeader(ctx, mc)
 	}
 	cc, err := m.confChangeFor(&mc)
@@ -213,8 +235,8 @@ func (m *memberAPI) changeAsLeader(ctx context.Context, mc memberChange) (change
 // removeLeader removes this member, the leader: it hands leadership to
 // another voter and asks that one to carry out the removal.
 func (m *memberAPI) removeLeader(ctx context.Context, mc memberChange) (changeResult, error) {
-	cs := m.rc.confStateNow()
-	if err := m.rc.members.checkRemove(mc.ID, cs); err != nil {
+	cs := m.raft.confStateNow()
+	if err := m.membership.checkRemove(mc.ID, cs); err != nil {
 		return changeResult{}, err
 	}
 	next := otherVoter(cs, mc.ID)
@@ -232,23 +254,22 @@ func (m *memberAPI) removeLeader(ctx context.Context, mc memberChange) (changeRe
 // confChangeFor validates mc against the membership and returns the raft
 // change that carries it out.
 func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) {
-	rc := m.rc
-	cs := rc.confStateNow()
+	cs := m.raft.confStateNow()
 	id := mc.ID
 	switch mc.Op {
 	case opAddMember:
 		if id == 0 {
-			id = rc.members.nextID()
+			id = m.membership.nextID()
 			mc.ID = id
 		}
-		if err := rc.members.checkAdd(id, mc.PeerURL); err != nil {
+		if err := m.membership.checkAdd(id, mc.PeerURL); err != nil {
 			return nil, err
 		}
-		if err := rc.cfg.checkScheme(mc.PeerURL); err != nil {
+		if err := m.checkScheme(mc.PeerURL); err != nil {
 			return nil, err
 		}
 		if !mc.Learner {
-			if err := rc.checkStrictReconfig(cs, *mc); err != nil {
+			if err := m.checkStrictReconfig(cs, *mc); err != nil {
 				return nil, err
 			}
 		}
@@ -258,27 +279,27 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 		}
 		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(mc.PeerURL)}, nil
 	case opPromote:
-		u := rc.members.peerURL(id)
+		u := m.membership.peerURL(id)
 		switch {
 		case u == "":
 			return nil, fmt.Errorf("%w: member %d is not in the cluster", errNotFound, id)
 		case !isLearner(cs, id):
 			return nil, fmt.Errorf("%w: member %d is already a voter", errConflict, id)
 		}
-		if err := rc.learnerReady(id); err != nil {
+		if err := m.learnerReady(id); err != nil {
 			return nil, err
 		}
-		if err := rc.checkStrictReconfig(cs, *mc); err != nil {
+		if err := m.checkStrictReconfig(cs, *mc); err != nil {
 			return nil, err
 		}
 		kind := raftpb.ConfChangeAddNode
 		return &raftpb.ConfChange{Type: &kind, NodeId: &id, Context: []byte(u)}, nil
 	case opRemoveMember:
-		if err := rc.members.checkRemove(id, cs); err != nil {
+		if err := m.membership.checkRemove(id, cs); err != nil {
 			return nil, err
 		}
 		if !isLearner(cs, id) {
-			if err := rc.checkStrictReconfig(cs, *mc); err != nil {
+			if err := m.checkStrictReconfig(cs, *mc); err != nil {
 				return nil, err
 			}
 		}
@@ -297,7 +318,7 @@ func (m *memberAPI) confChangeFor(mc *memberChange) (*raftpb.ConfChange, error) 
 // rafthttp stream is active. A new member counts as down until it has
 // started, which is why adding it as a learner first always works. Removing
 // a member that is down never lowers the count of voters up.
-func (rc *raftNode) checkStrictReconfig(cs *raftpb.ConfState, mc memberChange) error {
+func (m *memberAPI) checkStrictReconfig(cs *raftpb.ConfState, mc memberChange) error {
 	next := map[uint64]bool{}
 	for _, v := range cs.GetVoters() {
 		next[v] = true
@@ -309,7 +330,7 @@ func (rc *raftNode) checkStrictReconfig(cs *raftpb.ConfState, mc memberChange) e
 	}
 	up := 0
 	for v := range next {
-		if v == rc.cfg.ID || !rc.transport.ActiveSince(types.ID(v)).IsZero() {
+		if v == m.self || m.raft.peerActive(v) {
 			up++
 		}
 	}
@@ -342,31 +363,30 @@ func otherVoter(cs *raftpb.ConfState, id uint64) uint64 {
 // it lead. raft abandons a transfer that does not finish within an election
 // timeout, so it is asked again until ctx ends.
 func (m *memberAPI) TransferLeader(ctx context.Context, id uint64) error {
-	rc := m.rc
 	switch {
-	case rc.members.peerURL(id) == "":
+	case m.membership.peerURL(id) == "":
 		return fmt.Errorf("%w: member %d is not in the cluster", errNotFound, id)
-	case isLearner(rc.confStateNow(), id):
+	case isLearner(m.raft.confStateNow(), id):
 		return fmt.Errorf("%w: member %d is a learner and cannot lead", errConflict, id)
 	}
-	retry := time.NewTicker(rc.cfg.electionTimeout())
+	retry := time.NewTicker(m.electionTimeout)
 	defer retry.Stop()
 	for {
-		changed := rc.leader.changed()
-		lead := rc.leader.current()
+		changed := m.leader.changed()
+		lead := m.leader.current()
 		switch lead {
 		case id:
 			return nil
 		case raft.None:
 		default:
-			rc.node.TransferLeadership(ctx, lead, id)
+			m.raft.transferLeadership(ctx, lead, id)
 		}
 		select {
 		case <-changed:
 		case <-retry.C:
 		case <-ctx.Done():
 			return ctxErr(ctx)
-		case <-rc.stopc:
+		case <-m.raft.stopped():
 			return errStopping
 		}
 	}
@@ -375,13 +395,12 @@ func (m *memberAPI) TransferLeader(ctx context.Context, id uint64) error {
 // propose submits cc and waits until this member has applied it; it returns
 // the raft index of the change.
 func (m *memberAPI) propose(ctx context.Context, cc *raftpb.ConfChange) (uint64, error) {
-	rc := m.rc
-	if err := leaderKnown(ctx, rc.leader); err != nil {
+	if err := leaderKnown(ctx, m.leader); err != nil {
 		return 0, err
 	}
 	id := m.ids.Next()
 	cc.Id = &id
-	x, err := proposeAndWait(ctx, m.confChangeC, proposal{confChange: cc}, rc.confWaits, id, rc.leader, rc.stopc)
+	x, err := proposeAndWait(ctx, m.confChangeC, proposal{confChange: cc}, m.confWaits, id, m.leader, m.raft.stopped())
 	if err != nil {
 		return 0, err
 	}
@@ -398,10 +417,10 @@ type confApplied struct {
 // learnerReady tells whether learner id is close enough to the leader to
 // become a voter; it runs on the leader, the only member tracking others'
 // logs.
-func (rc *raftNode) learnerReady(id uint64) error {
-	st := rc.node.Status()
+func (m *memberAPI) learnerReady(id uint64) error {
+	st := m.raft.status()
 	if st.RaftState != raft.StateLeader {
-		return fmt.Errorf("%w: member %d no longer leads", errNoLeader, rc.cfg.ID)
+		return fmt.Errorf("%w: member %d no longer leads", errNoLeader, m.self)
 	}
 	pr, ok := st.Progress[id]
 	if !ok {
@@ -421,11 +440,11 @@ const membersPath = "/raftexample/members"
 func (m *memberAPI) forward(ctx context.Context, lead uint64, mc memberChange) (changeResult, error) {
 	var res changeResult
 	body, _ := json.Marshal(mc)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.rc.members.peerURL(lead)+membersPath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.membership.peerURL(lead)+membersPath, bytes.NewReader(body))
 	if err != nil {
 		return res, err
 	}
-	resp, err := m.rc.peerHTTP.Do(req)
+	resp, err := m.peerClient.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctxErr(ctx)
@@ -478,10 +497,9 @@ func remoteKind(code int) error {
 	return nil
 }
 
-// serveMembers carries out a forwarded membership request, if this member
-// still leads.
-func (rc *raftNode) serveMembers(w http.ResponseWriter, r *http.Request) {
-	m := rc.memberAPI.Load()
+// serveForwarded carries out a membership request another member
+// forwarded, if this member still leads. m is nil while the member starts.
+func serveForwarded(w http.ResponseWriter, r *http.Request, m *memberAPI, self uint64, retryAfter time.Duration) {
 	var mc memberChange
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 	if err == nil {
@@ -494,16 +512,16 @@ func (rc *raftNode) serveMembers(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		err = fmt.Errorf("%w: %v", errInvalid, err)
 	case m == nil:
-		err = fmt.Errorf("%w: member %d is starting", errStopping, rc.cfg.ID)
-	case rc.leader.current() != rc.cfg.ID:
-		err = fmt.Errorf("%w: member %d does not lead", errNoLeader, rc.cfg.ID)
+		err = fmt.Errorf("%w: member %d is starting", errStopping, self)
+	case m.leader.current() != self:
+		err = fmt.Errorf("%w: member %d does not lead", errNoLeader, self)
 	default:
 		res, err = m.changeAsLeader(r.Context(), mc)
 	}
 	if err != nil {
 		code := statusFor(err)
 		if code == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(rc.cfg.electionTimeout().Round(time.Second)/time.Second))))
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retryAfter.Round(time.Second)/time.Second))))
 		}
 		writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
 		return

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +21,6 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
 	stats "go.etcd.io/etcd/server/v3/etcdserver/api/v2stats"
-	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
@@ -110,12 +108,13 @@ func (c raftConfig) electionTimeout() time.Duration {
 // confChangeC, persists raft's log to the WAL and snapshot directory, sends
 // messages with rafthttp, and publishes committed entries on commitC.
 //
-// raft runs with AsyncStorageWrites: the Ready loop only hands work out.
-// Messages for peers leave at once; log appends go to the WAL writer
-// (writeWAL), which saves everything queued behind one fsync; committed
-// entries go to the applier (applyCommits). Neither waits for the other,
-// so a commit reaches the kvstore and the followers while the next fsync
-// is still running.
+// raft runs with AsyncStorageWrites: the Ready loop (serveChannels, this
+// file) only hands work out. Messages for peers leave at once; log appends
+// go to the WAL writer (walWriter, walwriter.go), which saves everything
+// queued behind one fsync; committed entries go to the applier (applier,
+// applier.go). Neither waits for the other, so a commit reaches the kvstore
+// and the followers while the next fsync is still running. Each of the
+// three owns its own state; what others read is in raftShared.
 type raftNode struct {
 	cfg         raftConfig
 	logger      *zap.Logger
@@ -124,68 +123,64 @@ type raftNode struct {
 	commitC     chan *commit    // entries committed to the log
 	errorC      chan error      // at most one error, then closed
 
-	waldir  string
-	snapdir string
-
-	clusterID   uint64 // stamped on every peer message; set by openStorage
-	walMetadata []byte // as read from the WAL at start
-
-	getSnapshot func() func(io.Writer) error
-
-	appendC chan *raftpb.Message // MsgStorageAppend: Ready loop -> WAL writer
-	applyC  chan applyWork       // committed entries and snapshots -> applier
-
-	leading bool   // raft state is leader; touched only by the Ready loop
-	term    uint64 // raft's term as of the newest Ready; Ready loop only
-
-	// Touched only by the applier goroutine (and startup, before it runs).
-	confState     *raftpb.ConfState
-	snapshotIndex uint64
-	appliedIndex  uint64
-	logBytes      uint64          // bytes of entries applied since the last snapshot
-	snapshotDone  chan struct{}   // closed when the newest snapshot of our own is written
-	bootSnapshot  *loadedSnapshot // restored first, before any entry
-
-	applied       atomic.Uint64                    // appliedIndex, for other goroutines
-	sharedConf    atomic.Pointer[raftpb.ConfState] // confState, for other goroutines
-	lastConfIndex atomic.Uint64                    // newest membership change appended to the log
-	lastIndex     atomic.Uint64                    // last index of raft's log, for checkPeerMessage
-	snapshotting  atomic.Bool
-	stateBytes    atomic.Int64 // size of the newest snapshot's state file
-	bootCommit    uint64       // commit index found in the WAL at start
-	bootLast      uint64       // last entry index found in the WAL at start
+	clusterID  uint64 // stamped on every peer message; set by openStorage
+	bootCommit uint64 // commit index found in the WAL at start
+	bootLast   uint64 // last entry index found in the WAL at start
 
 	node        raft.Node
-	raftStorage *raft.MemoryStorage
-	wal         *wal.WAL
-	snapshotter *snap.Snapshotter
-	snapMu      sync.Mutex // orders snapshot saves from the WAL writer and the background
+	raftStorage *raft.MemoryStorage // raft's in-memory log
+	disk        *diskStore          // the WAL and snapshot files
 	transport   *rafthttp.Transport
 	peerServer  *http.Server
+	peerRoutes  peerRoutes   // what the peer port serves besides raft's messages
 	peerHTTP    *http.Client // for requests of our own to peers (not raft messages)
-	members     *cluster
+	membership  *cluster     // the replicated membership; the applier changes it
 	leader      *leaderWatch
-	confWaits   wait.Wait                 // membership change request ID -> confApplied
-	appliedAt   wait.WaitTime             // appliedIndex reached (membership changes included)
-	memberAPI   atomic.Pointer[memberAPI] // serves forwarded membership requests
-	removedSelf atomic.Bool               // this member's removal is known
-	leaderStart atomic.Uint64             // first entry of this member's current leadership
-	leadTerm    atomic.Uint64             // the term this member leads in, or 0
-	reads       *readIndexer
+	confWaits   wait.Wait // membership change request ID -> confApplied
+	shared      raftShared
+	appendC     chan<- *raftpb.Message // MsgStorageAppend: Ready loop -> WAL writer
+	applyC      chan<- applyWork       // committed entries: Ready loop -> applier
 
-	stopc       chan struct{} // closed to stop
-	stopOnce    sync.Once
-	errOnce     sync.Once
-	err         error
-	wg          sync.WaitGroup // goroutines other than the Ready loop
-	done        chan struct{}  // closed when everything has stopped
-	applierDone chan struct{}  // closed when the applier has returned
+	// The goroutines besides the Ready loop, each with the state it owns.
+	walWriter *walWriter
+	applier   *applier
+	reads     *readIndexer
+
+	// Touched only by the Ready loop.
+	leading bool   // raft state is leader
+	term    uint64 // raft's term as of the newest Ready
+
+	stopc    chan struct{} // closed to stop
+	stopOnce sync.Once
+	errOnce  sync.Once
+	err      error
+	applying sync.WaitGroup // the applier
+	wg       sync.WaitGroup // every other goroutine but the Ready loop
+	done     chan struct{}  // closed when everything has stopped
 }
+
+// raftShared is what one of raftNode's goroutines writes and others read;
+// each field names its writer.
+type raftShared struct {
+	published     atomic.Uint64                    // applier: the last index handed to the kvstore
+	publishedAt   wait.WaitTime                    // applier: published reached (membership changes included)
+	confState     atomic.Pointer[raftpb.ConfState] // applier: raft's configuration as of published
+	lastConfIndex atomic.Uint64                    // Ready loop: newest membership change appended to the log
+	lastIndex     atomic.Uint64                    // Ready loop: last index of raft's log, for checkPeerMessage
+	leaderStart   atomic.Uint64                    // Ready loop: first entry of this member's current leadership
+	leadTerm      atomic.Uint64                    // Ready loop: the term this member leads in, or 0
+	removedSelf   atomic.Bool                      // fail: this member's removal is known
+}
+
+// peerRoutes mounts on the peer port's mux what members ask each other
+// besides raft's messages; it runs once the cluster ID is known, before
+// the port serves anything. newMember supplies it (member.go).
+type peerRoutes func(mux *http.ServeMux, clusterID uint64)
 
 // newRaftNode opens (or creates) this member's WAL and snapshots, starts raft
 // and the peer transport, and returns once the member is running. Errors
 // that make the data or configuration unusable are returned, not logged.
-func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, proposeC, confChangeC <-chan proposal) (*raftNode, error) {
+func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, proposeC, confChangeC <-chan proposal, routes peerRoutes) (*raftNode, error) {
 	if cfg.ID == 0 || cfg.ID > uint64(len(cfg.Peers)) {
 		return nil, fmt.Errorf("--id %d has no entry in --cluster (%d URLs)", cfg.ID, len(cfg.Peers))
 	}
@@ -203,37 +198,44 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 		proposeC:    proposeC,
 		confChangeC: confChangeC,
 		commitC:     make(chan *commit),
-		appendC:     make(chan *raftpb.Message, 1024),
-		applyC:      make(chan applyWork, 1024),
 		errorC:      make(chan error, 1),
-		waldir:      filepath.Join(cfg.DataDir, fmt.Sprintf("raftexample-%d", cfg.ID)),
-		snapdir:     filepath.Join(cfg.DataDir, fmt.Sprintf("raftexample-%d-snap", cfg.ID)),
-		getSnapshot: getSnapshot,
-		members:     newCluster(),
+		raftStorage: raft.NewMemoryStorage(),
+		disk:        newDiskStore(cfg),
+		peerRoutes:  routes,
+		membership:  newCluster(),
 		leader:      newLeaderWatch(cfg.electionTimeout()),
 		confWaits:   wait.New(),
-		appliedAt:   wait.NewTimeList(),
 		stopc:       make(chan struct{}),
 		done:        make(chan struct{}),
-		applierDone: make(chan struct{}),
 	}
-	rc.setConfState(&raftpb.ConfState{})
-	rc.reads = newReadIndexer(rc, cfg.ReadTimeout)
+	rc.shared.publishedAt = wait.NewTimeList()
+	rc.shared.confState.Store(&raftpb.ConfState{})
+	applyC := make(chan applyWork, 1024) // committed entries and snapshots -> applier
+	rc.applyC = applyC
+	rc.applier = &applier{cfg: cfg, logger: rc.logger, metrics: cfg.Metrics, applyC: applyC, commitC: rc.commitC,
+		stopc: rc.stopc, raft: rc, log: rc.raftStorage, disk: rc.disk, membership: rc.membership,
+		confWaits: rc.confWaits, shared: &rc.shared, getSnapshot: getSnapshot, fail: rc.fail,
+		confState: &raftpb.ConfState{}}
+	appendC := make(chan *raftpb.Message, 1024)
+	rc.appendC = appendC
+	rc.walWriter = &walWriter{appendC: appendC, applyC: applyC, disk: rc.disk,
+		log: rc.raftStorage, deliver: rc.deliver, stopc: rc.stopc}
+	rc.reads = newReadIndexer(rc.readLink(), cfg.ReadTimeout)
 	if err := rc.startRaft(); err != nil {
 		rc.leader.stop()
 		rc.stop()
+		rc.wg.Wait() // the peer listener's closer
 		return nil, err
 	}
 	logBytes := rc.retainedLogBytes
 	cfg.Metrics.raftLogBytes.Store(&logBytes)
-	rc.wg.Add(5)
-	go rc.serveProposals()
-	go rc.reads.run()
-	go rc.writeWAL()
-	go rc.applyCommits()
-	go rc.campaignWhenAlone(rc.node.Status().GetCommit())
+	rc.wg.Go(rc.serveProposals)
+	rc.wg.Go(rc.reads.run)
+	rc.wg.Go(func() { rc.failOn(rc.walWriter.run()) })
+	rc.applying.Go(func() { rc.failOn(rc.applier.run()) })
+	rc.wg.Go(func() { rc.campaignWhenAlone(rc.node.Status().GetCommit()) })
 	rc.startPurging()
-	go rc.serveChannels()
+	go rc.serveChannels() // the Ready loop; it closes done when everything has stopped
 	return rc, nil
 }
 
@@ -244,9 +246,8 @@ func newRaftNode(cfg raftConfig, getSnapshot func() func(io.Writer) error, propo
 // (raft refuses to campaign while committed membership changes are not yet
 // applied, which includes a new cluster's first entries.)
 func (rc *raftNode) campaignWhenAlone(commit uint64) {
-	defer rc.wg.Done()
 	select {
-	case <-rc.appliedAt.Wait(commit):
+	case <-rc.shared.publishedAt.Wait(commit):
 	case <-rc.stopc:
 		return
 	}
@@ -274,13 +275,13 @@ func (rc *raftNode) startRaft() error {
 	if err != nil {
 		return err
 	}
-	rc.lastIndex.Store(rc.bootLast)
+	rc.shared.lastIndex.Store(rc.bootLast)
 	c := &raft.Config{
 		ID:                        rc.cfg.ID,
 		ElectionTick:              rc.cfg.ElectionTicks,
 		HeartbeatTick:             rc.cfg.HeartbeatTicks,
 		Storage:                   rc.raftStorage,
-		Applied:                   rc.bootSnapshot.index(), // what the snapshot already holds
+		Applied:                   rc.applier.bootSnapshot.index(), // what the snapshot already holds
 		MaxSizePerMsg:             maxSizePerMsg,
 		MaxInflightMsgs:           256,
 		MaxUncommittedEntriesSize: max(rc.cfg.MaxLogBytes/2, 1),
@@ -306,12 +307,11 @@ func (rc *raftNode) startRaft() error {
 	}
 	if err := rc.startTransport(restart); err != nil {
 		rc.node.Stop()
-		rc.wal.Close()
+		rc.disk.wal.Close()
 		return err
 	}
 	if restart && !rc.cfg.Join {
-		rc.wg.Add(1)
-		go rc.warnIfClusterDiffers(rc.bootCommit)
+		rc.wg.Go(func() { rc.warnIfClusterDiffers(rc.bootCommit) })
 	}
 	return nil
 }
@@ -329,7 +329,7 @@ func (rc *raftNode) startTransport(restart bool) error {
 		LeaderStats: stats.NewLeaderStats(libLogger(rc.logger), strconv.FormatUint(rc.cfg.ID, 10)),
 		ErrorC:      make(chan error, 1),
 		TLSInfo:     rc.cfg.PeerTLS,
-		Snapshotter: rc.snapshotter, // saves snapshots sent to us as .snap.db files
+		Snapshotter: rc.disk.snapshotter, // saves snapshots sent to us as .snap.db files
 	}
 	if err := rc.transport.Start(); err != nil {
 		return fmt.Errorf("start peer transport: %w", err)
@@ -342,11 +342,11 @@ func (rc *raftNode) startTransport(restart bool) error {
 	// A new or joining member dials the peers --cluster names first;
 	// members added at run time come from the snapshot and the log.
 	for i, u := range rc.cfg.Peers {
-		if id := uint64(i + 1); !restart && id != rc.cfg.ID && !rc.members.isRemoved(id) {
+		if id := uint64(i + 1); !restart && id != rc.cfg.ID && !rc.membership.isRemoved(id) {
 			rc.transport.AddPeer(types.ID(id), []string{u})
 		}
 	}
-	rc.syncTransport()
+	rc.syncPeers()
 
 	var sl *stoppableListener
 	if rc.cfg.PeerListener != nil {
@@ -355,14 +355,14 @@ func (rc *raftNode) startTransport(restart bool) error {
 			rc.transport.Stop()
 			return fmt.Errorf("peer listener: a %T, not a TCP listener", rc.cfg.PeerListener)
 		}
-		sl = wrapStoppable(tl, rc.stopc)
+		sl = wrapStoppable(tl, rc.stopc, &rc.wg)
 	} else {
 		u, _ := url.Parse(rc.cfg.Peers[rc.cfg.ID-1]) // validated above
 		addr := u.Host
 		if rc.cfg.PeerListenAddr != "" {
 			addr = rc.cfg.PeerListenAddr
 		}
-		if sl, err = newStoppableListener(addr, rc.stopc); err != nil {
+		if sl, err = newStoppableListener(addr, rc.stopc, &rc.wg); err != nil {
 			rc.transport.Stop()
 			return fmt.Errorf("listen for peers on %s: %w", addr, err)
 		}
@@ -379,12 +379,11 @@ func (rc *raftNode) startTransport(restart bool) error {
 	raftHandler := rc.refuseOtherClusters(rc.transport.Handler())
 	mux.Handle(rafthttp.RaftPrefix, raftHandler)
 	mux.Handle(rafthttp.RaftPrefix+"/", raftHandler)
-	mux.HandleFunc(membersPath, rc.serveMembers)
-	mux.HandleFunc(clusterIDPath, rc.serveClusterID)
+	if rc.peerRoutes != nil {
+		rc.peerRoutes(mux, rc.clusterID)
+	}
 	rc.peerServer = newHTTPServer(mux, rc.cfg.Peer, isRaftStreamOrSnapshot, rc.logger)
-	rc.wg.Add(1)
-	go func() {
-		defer rc.wg.Done()
+	rc.wg.Go(func() {
 		// Serve ends only when the listener closes: guardListener retries
 		// every other accept error (such as running out of descriptors).
 		err := rc.peerServer.Serve(ln)
@@ -393,7 +392,7 @@ func (rc *raftNode) startTransport(restart bool) error {
 		default:
 			rc.fail(fmt.Errorf("serve raft peers: %w", err))
 		}
-	}()
+	})
 	return nil
 }
 
@@ -412,9 +411,9 @@ func (rc *raftNode) newPeerClient() (*http.Client, error) {
 	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, nil
 }
 
-// syncTransport makes the transport's peers match the replicated membership.
-func (rc *raftNode) syncTransport() {
-	members, removed := rc.members.snapshot()
+// syncPeers makes the transport's peers match the replicated membership.
+func (rc *raftNode) syncPeers() {
+	members, removed := rc.membership.snapshot()
 	for id, u := range members {
 		if id != rc.cfg.ID {
 			rc.transport.AddPeer(types.ID(id), []string{u})
@@ -431,7 +430,6 @@ func (rc *raftNode) syncTransport() {
 // took it. Closing proposeC or confChangeC shuts the member down, as in the
 // original raftexample.
 func (rc *raftNode) serveProposals() {
-	defer rc.wg.Done()
 	for rc.proposeC != nil && rc.confChangeC != nil {
 		select {
 		case p, ok := <-rc.proposeC:
@@ -559,12 +557,12 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	}
 	if n := len(rd.Entries); becameLeader && n > 0 {
 		// Its first entry, the empty one raft appends, is in this Ready.
-		rc.leaderStart.Store(rd.Entries[n-1].GetIndex())
+		rc.shared.leaderStart.Store(rd.Entries[n-1].GetIndex())
 	}
 	if n := len(rd.Entries); n > 0 {
-		rc.lastIndex.Store(rd.Entries[n-1].GetIndex()) // before any MsgApp for them leaves
+		rc.shared.lastIndex.Store(rd.Entries[n-1].GetIndex()) // before any MsgApp for them leaves
 	} else if !raft.IsEmptySnap(rd.Snapshot) {
-		rc.lastIndex.Store(rd.Snapshot.GetMetadata().GetIndex())
+		rc.shared.lastIndex.Store(rd.Snapshot.GetMetadata().GetIndex())
 	}
 	rc.reads.deliver(rd.ReadStates)
 	rc.noteConfChanges(rd.Entries)
@@ -597,9 +595,9 @@ func (rc *raftNode) handleReady(rd raft.Ready) error {
 	}
 	rc.send(peers)
 	if rc.leading {
-		rc.leadTerm.Store(rc.term)
+		rc.shared.leadTerm.Store(rc.term)
 	} else {
-		rc.leadTerm.Store(0)
+		rc.shared.leadTerm.Store(0)
 	}
 	return nil
 }
@@ -640,64 +638,12 @@ func (rc *raftNode) deliver(responses []*raftpb.Message) error {
 	return nil
 }
 
-// applyWork is one job for the applier: committed entries, or a snapshot
-// the WAL writer has saved.
-type applyWork struct {
-	entries   []*raftpb.Entry
-	responses []*raftpb.Message // for raft, once entries are handed to the kvstore
-	snapshot  *loadedSnapshot
-}
-
-// applyCommits is the applier: it restores snapshots and publishes
-// committed entries to the kvstore in log order, and triggers snapshots.
-func (rc *raftNode) applyCommits() {
-	defer rc.wg.Done()
-	defer close(rc.applierDone)
-	if rc.bootSnapshot != nil {
-		if err := rc.publishSnapshot(rc.bootSnapshot); err != nil {
-			rc.fail(err)
-			return
-		}
-		rc.bootSnapshot = nil
-	}
-	for {
-		select {
-		case w := <-rc.applyC:
-			if err := rc.apply(w); err != nil {
-				rc.fail(err)
-				return
-			}
-		case <-rc.stopc:
-			return
-		}
-	}
-}
-
-func (rc *raftNode) apply(w applyWork) error {
-	if w.snapshot != nil {
-		return rc.publishSnapshot(w.snapshot)
-	}
-	ents, err := rc.entriesToApply(w.entries)
-	if err != nil {
-		return err
-	}
-	applyDoneC, err := rc.publishEntries(ents)
-	if err != nil {
-		return err
-	}
-	if err := rc.deliver(w.responses); err != nil {
-		return err
-	}
-	rc.maybeTriggerSnapshot(applyDoneC)
-	return nil
-}
-
 // noteConfChanges remembers the newest membership change in the log, so a
 // second change can be refused while one is still unapplied.
 func (rc *raftNode) noteConfChanges(ents []*raftpb.Entry) {
 	for _, e := range ents {
 		if e.GetType() == raftpb.EntryConfChange {
-			rc.lastConfIndex.Store(e.GetIndex())
+			rc.shared.lastConfIndex.Store(e.GetIndex())
 		}
 	}
 }
@@ -734,7 +680,7 @@ func withConfState(m *raftpb.Message, cs *raftpb.ConfState) *raftpb.Message {
 // transport reports to raft when it is done.
 func (rc *raftNode) sendSnapshot(m *raftpb.Message) {
 	index := m.GetSnapshot().GetMetadata().GetIndex()
-	f, size, err := rc.openStateFile(index)
+	f, size, err := rc.disk.openStateFile(index)
 	if err != nil {
 		rc.logger.Warn("cannot send snapshot", zap.Uint64("to", m.GetTo()), zap.Uint64("index", index), zap.Error(err))
 		rc.node.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
@@ -743,82 +689,16 @@ func (rc *raftNode) sendSnapshot(m *raftpb.Message) {
 	rc.transport.SendSnapshot(snap.NewMessage(m, f, size))
 }
 
-func (rc *raftNode) entriesToApply(ents []*raftpb.Entry) ([]*raftpb.Entry, error) {
-	if len(ents) == 0 {
-		return nil, nil
-	}
-	first := ents[0].GetIndex()
-	if first > rc.appliedIndex+1 {
-		return nil, fmt.Errorf("first committed entry %d is beyond applied index %d + 1", first, rc.appliedIndex)
-	}
-	if rc.appliedIndex-first+1 < uint64(len(ents)) {
-		return ents[rc.appliedIndex-first+1:], nil
-	}
-	return nil, nil
+// The applierRaft interface: what the applier does to raft and the transport.
+
+// applyConfChange applies a committed membership change to raft and returns
+// raft's new configuration.
+func (rc *raftNode) applyConfChange(cc *raftpb.ConfChange) *raftpb.ConfState {
+	return rc.node.ApplyConfChange(cc)
 }
 
-// publishEntries applies membership changes to raft and the transport, then
-// hands the batch to the kvstore. It returns a channel closed once the
-// kvstore has applied the batch.
-func (rc *raftNode) publishEntries(ents []*raftpb.Entry) (<-chan struct{}, error) {
-	if len(ents) == 0 {
-		return nil, nil
-	}
-	batch := make([]committedEntry, len(ents))
-	removed := false
-	for i, e := range ents {
-		batch[i].index = e.GetIndex()
-		switch e.GetType() {
-		case raftpb.EntryNormal:
-			batch[i].data = e.Data
-			rc.logBytes += entryBytes(e)
-		case raftpb.EntryConfChange:
-			removed = rc.applyConfChange(e) || removed
-		default:
-			rc.logger.Warn("skipping unsupported entry type", zap.Uint64("index", e.GetIndex()), zap.Stringer("type", e.GetType()))
-		}
-	}
-	applyDoneC := make(chan struct{})
-	select {
-	case rc.commitC <- &commit{entries: batch, applyDoneC: applyDoneC}:
-	case <-rc.stopc:
-		return nil, errStopping
-	}
-	rc.setApplied(batch[len(batch)-1].index)
-	if removed {
-		select { // let the kvstore finish, so nothing acknowledged is cut short
-		case <-applyDoneC:
-		case <-rc.stopc:
-		}
-		return nil, errRemoved
-	}
-	return applyDoneC, nil
-}
-
-// applyConfChange applies one committed membership change, or skips it the
-// same way on every member when it is invalid. It reports whether the change
-// removed this member.
-func (rc *raftNode) applyConfChange(e *raftpb.Entry) bool {
-	cc := &raftpb.ConfChange{}
-	if err := proto.Unmarshal(e.Data, cc); err != nil {
-		rc.logger.Warn("skipping malformed membership change", zap.Uint64("index", e.GetIndex()), zap.Error(err))
-		return false
-	}
-	err := rc.members.checkApply(cc, rc.confState)
-	if err != nil {
-		rc.logger.Warn("skipping membership change", zap.Uint64("index", e.GetIndex()), zap.Error(err))
-	} else {
-		rc.setConfState(rc.node.ApplyConfChange(cc))
-		rc.members.apply(cc)
-		rc.updateTransport(cc)
-		rc.logger.Info("applied membership change", zap.Uint64("index", e.GetIndex()),
-			zap.Stringer("type", cc.GetType()), zap.Uint64("member", cc.GetNodeId()))
-	}
-	rc.confWaits.Trigger(cc.GetId(), confApplied{index: e.GetIndex(), err: err})
-	return err == nil && cc.GetType() == raftpb.ConfChangeRemoveNode && cc.GetNodeId() == rc.cfg.ID
-}
-
-func (rc *raftNode) updateTransport(cc *raftpb.ConfChange) {
+// updatePeers adds or removes the transport's peer a membership change names.
+func (rc *raftNode) updatePeers(cc *raftpb.ConfChange) {
 	id := types.ID(cc.GetNodeId())
 	if cc.GetNodeId() == rc.cfg.ID {
 		return
@@ -833,159 +713,6 @@ func (rc *raftNode) updateTransport(cc *raftpb.ConfChange) {
 	}
 }
 
-// publishSnapshot restores the membership and the kvstore from a snapshot
-// that is already saved to disk.
-func (rc *raftNode) publishSnapshot(ls *loadedSnapshot) error {
-	md := ls.raft.GetMetadata()
-	if md.GetIndex() <= rc.appliedIndex && rc.appliedIndex != 0 {
-		return fmt.Errorf("snapshot index %d is not beyond applied index %d", md.GetIndex(), rc.appliedIndex)
-	}
-	rc.setConfState(raftpb.EnsureConfState(proto.Clone(md.GetConfState()).(*raftpb.ConfState)))
-	rc.members.restore(ls.members.Members, ls.members.Removed)
-	if rc.transport != nil {
-		rc.syncTransport()
-	}
-	select {
-	case rc.commitC <- &commit{snapshot: &ls.kv, snapshotIndex: md.GetIndex(), applyDoneC: make(chan struct{})}:
-	case <-rc.stopc:
-		return errStopping
-	}
-	rc.snapshotIndex = md.GetIndex()
-	rc.logBytes = 0
-	rc.stateBytes.Store(ls.size)
-	rc.setApplied(md.GetIndex())
-	return nil
-}
-
-// maybeTriggerSnapshot snapshots once enough entries have been applied. The
-// state is captured on this goroutine after the kvstore has applied
-// everything published, so the snapshot matches appliedIndex exactly; the
-// slow parts (encoding, writing files) run in the background.
-func (rc *raftNode) maybeTriggerSnapshot(applyDoneC <-chan struct{}) {
-	if rc.snapshotting.Load() && rc.logBytes >= rc.cfg.MaxLogBytes {
-		// The log reached its bound while the last snapshot is still being
-		// written: wait for it, so that the next one can start and the log
-		// cannot grow past the bound.
-		select {
-		case <-rc.snapshotDone:
-		case <-rc.stopc:
-			return
-		}
-	}
-	if !rc.snapshotDue() {
-		return
-	}
-	if applyDoneC != nil {
-		select {
-		case <-applyDoneC:
-		case <-rc.stopc:
-			return
-		}
-	}
-	encodeKV := rc.getSnapshot()
-	members, removed := rc.members.snapshot()
-	cs := proto.Clone(rc.confState).(*raftpb.ConfState)
-	index := rc.appliedIndex
-	rc.snapshotIndex = index
-	rc.logBytes = 0
-	rc.snapshotting.Store(true)
-	done := make(chan struct{})
-	rc.snapshotDone = done
-	rc.wg.Add(1)
-	go func() {
-		defer rc.wg.Done()
-		defer close(done) // after snapshotting is false again
-		defer rc.snapshotting.Store(false)
-		rc.cfg.Metrics.snapshotInProgress.Set(1)
-		defer rc.cfg.Metrics.snapshotInProgress.Set(0)
-		start := time.Now()
-		size, err := rc.saveStateFile(index, encodeKV)
-		if err == nil {
-			rc.stateBytes.Store(size)
-			data := encodeSnapshot(snapshotState{Members: members, Removed: removed})
-			err = rc.createSnapshot(index, cs, data)
-		}
-		if err != nil {
-			if !rc.postponeSnapshot(index, err) {
-				rc.fail(err)
-			}
-			return
-		}
-		rc.cfg.Metrics.snapshotDuration.Observe(time.Since(start).Seconds())
-		rc.logger.Info("saved snapshot", zap.Uint64("index", index), zap.Int64("state-bytes", size),
-			zap.Duration("took", time.Since(start)))
-	}()
-}
-
-// snapshotDue reports whether enough has been applied since the last
-// snapshot, by count and by size, and none is being written. Half of
-// MaxLogBytes applied makes a snapshot due whatever the count and the
-// state's size say: only a snapshot lets raft's log be compacted.
-func (rc *raftNode) snapshotDue() bool {
-	switch {
-	case rc.snapshotting.Load():
-		return false
-	case rc.logBytes >= rc.cfg.MaxLogBytes/2:
-		return true
-	case rc.appliedIndex-rc.snapshotIndex <= rc.cfg.SnapshotCount:
-		return false
-	}
-	return float64(rc.logBytes) >= rc.cfg.SnapshotLogRatio*float64(rc.stateBytes.Load())
-}
-
-// createSnapshot saves a snapshot of the state at index and compacts the
-// in-memory log, keeping up to CatchupEntries entries and MaxLogBytes/2
-// bytes of them for slow followers.
-func (rc *raftNode) createSnapshot(index uint64, cs *raftpb.ConfState, data []byte) error {
-	s, err := rc.raftStorage.CreateSnapshot(index, cs, data)
-	if errors.Is(err, raft.ErrSnapOutOfDate) {
-		return nil // a newer snapshot from the leader got there first
-	}
-	if err != nil {
-		return fmt.Errorf("create snapshot %d: %w", index, err)
-	}
-	rc.failpoint("before-snapshot-save")
-	if err := rc.saveSnap(s); err != nil {
-		return err
-	}
-	compactIndex := rc.compactIndex(index)
-	rc.failpoint("before-compact")
-	if err := rc.raftStorage.Compact(compactIndex); err != nil && !errors.Is(err, raft.ErrCompacted) {
-		return fmt.Errorf("compact log to %d: %w", compactIndex, err)
-	}
-	rc.failpoint("after-compact")
-	return nil
-}
-
-// compactIndex returns the index to compact raft's log to after a snapshot
-// at index: the entries after it, up to index, are at most CatchupEntries
-// and, walking back from index, at most MaxLogBytes/2 bytes.
-func (rc *raftNode) compactIndex(index uint64) uint64 {
-	compact := uint64(1)
-	if index > rc.cfg.CatchupEntries {
-		compact = index - rc.cfg.CatchupEntries
-	}
-	first, err := rc.raftStorage.FirstIndex()
-	if err != nil || max(compact+1, first) > index {
-		return compact
-	}
-	ents, err := rc.raftStorage.Entries(max(compact+1, first), index+1, math.MaxUint64)
-	if err != nil {
-		return compact // compacted meanwhile by a snapshot from the leader
-	}
-	var kept uint64
-	for i := len(ents) - 1; i >= 0; i-- {
-		if kept += entryBytes(ents[i]); kept > rc.cfg.MaxLogBytes/2 {
-			return ents[i].GetIndex()
-		}
-	}
-	return compact
-}
-
-// entryBytes is what one entry counts towards --max-log-bytes: its data,
-// as raft counts it for MaxUncommittedEntriesSize.
-func entryBytes(e *raftpb.Entry) uint64 { return uint64(len(e.GetData())) }
-
 // retainedLogBytes returns the bytes of the entries in raft's in-memory log
 // up to the applied index. Entries beyond it may be replaced by the leader's
 // at any moment (and asking MemoryStorage for entries beyond its end
@@ -994,7 +721,7 @@ func entryBytes(e *raftpb.Entry) uint64 { return uint64(len(e.GetData())) }
 func (rc *raftNode) retainedLogBytes() uint64 {
 	first, _ := rc.raftStorage.FirstIndex()
 	last, _ := rc.raftStorage.LastIndex()
-	last = min(last, rc.applied.Load())
+	last = min(last, rc.shared.published.Load())
 	if last < first {
 		return 0
 	}
@@ -1009,30 +736,26 @@ func (rc *raftNode) retainedLogBytes() uint64 {
 	return n
 }
 
-func (rc *raftNode) setApplied(index uint64) {
-	rc.appliedIndex = index
-	rc.applied.Store(index)
-	rc.appliedAt.Trigger(index)
-}
-
-func (rc *raftNode) setConfState(cs *raftpb.ConfState) {
-	rc.confState = cs
-	rc.sharedConf.Store(cs)
-}
-
 // confStateNow returns the raft configuration as of the last applied entry.
-func (rc *raftNode) confStateNow() *raftpb.ConfState { return rc.sharedConf.Load() }
+func (rc *raftNode) confStateNow() *raftpb.ConfState { return rc.shared.confState.Load() }
 
 // fail records the first fatal error and stops the member. errStopping is
 // not an error: it is how the loops notice a stop already under way.
 func (rc *raftNode) fail(err error) {
 	if errors.Is(err, errRemoved) {
-		rc.removedSelf.Store(true)
+		rc.shared.removedSelf.Store(true)
 	}
 	if !errors.Is(err, errStopping) {
 		rc.errOnce.Do(func() { rc.err = err })
 	}
 	rc.stop()
+}
+
+// failOn stops the member with err, if it is one.
+func (rc *raftNode) failOn(err error) {
+	if err != nil {
+		rc.fail(err)
+	}
 }
 
 func (rc *raftNode) stop() { rc.stopOnce.Do(func() { close(rc.stopc) }) }
@@ -1049,7 +772,7 @@ func (rc *raftNode) shutdown() {
 	rc.stop()
 	// The applier adds peers for the membership changes it applies, and
 	// rafthttp panics on an AddPeer after Stop: let it finish first.
-	<-rc.applierDone
+	rc.applying.Wait()
 	rc.transport.Stop() // ends the peers' streams
 	// Let forwarded requests in flight be answered, briefly.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -1058,9 +781,10 @@ func (rc *raftNode) shutdown() {
 	}
 	cancel()
 	rc.node.Stop()
-	rc.wg.Wait() // proposer, reader, WAL writer, applier, campaigner, peer server, purgers, background snapshot
+	rc.wg.Wait()      // proposer, reader, WAL writer, campaigner, peer server and its listener's closer, purgers
+	rc.applier.wait() // its snapshot writer
 	rc.leader.stop()
-	if err := rc.wal.Close(); err != nil {
+	if err := rc.disk.wal.Close(); err != nil {
 		rc.errOnce.Do(func() { rc.err = fmt.Errorf("close WAL: %w", err) })
 	}
 	if errors.Is(rc.err, errRemoved) {
@@ -1076,6 +800,21 @@ func (rc *raftNode) shutdown() {
 	close(rc.done)
 }
 
+// readLink is the readIndexer's view of this member.
+func (rc *raftNode) readLink() readLink {
+	return readLink{
+		id:        rc.cfg.ID,
+		leader:    rc.leader,
+		leadTerm:  rc.shared.leadTerm.Load,
+		readIndex: func(ctx context.Context, rctx []byte) error { return rc.node.ReadIndex(ctx, rctx) },
+		send:      func(ms []*raftpb.Message) { rc.transport.Send(ms) },
+		retry:     rc.cfg.electionTimeout() / 2,
+		stopc:     rc.stopc,
+		metrics:   rc.cfg.Metrics,
+		logger:    rc.logger,
+	}
+}
+
 // readIndex returns an index that, once applied here, makes a local read
 // linearizable (see read.go).
 func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
@@ -1086,11 +825,35 @@ func (rc *raftNode) readIndex(ctx context.Context) (uint64, error) {
 func (rc *raftNode) report() raftReport {
 	snap, _ := rc.raftStorage.Snapshot()
 	return raftReport{id: rc.cfg.ID, clusterID: rc.clusterID, status: rc.node.Status(),
-		snapshotIndex: snap.GetMetadata().GetIndex(), walDir: rc.waldir, snapDir: rc.snapdir}
+		snapshotIndex: snap.GetMetadata().GetIndex(), walDir: rc.disk.waldir, snapDir: rc.disk.snapdir}
 }
 
 // leaderID is the leader this member knows, or raft.None.
 func (rc *raftNode) leaderID() uint64 { return rc.leader.current() }
+
+// memberLink is the membership API's view of this member (memberapi.go).
+func (rc *raftNode) memberLink() memberLink {
+	return memberLink{raft: rc, membership: rc.membership, leader: rc.leader, confWaits: rc.confWaits,
+		peerClient: rc.peerHTTP, self: rc.cfg.ID, electionTimeout: rc.cfg.electionTimeout(), checkScheme: rc.cfg.checkScheme}
+}
+
+// The memberRaft interface: what the membership API asks while it runs.
+
+func (rc *raftNode) publishedIndex() uint64 { return rc.shared.published.Load() }
+func (rc *raftNode) publishedAt(index uint64) <-chan struct{} {
+	return rc.shared.publishedAt.Wait(index)
+}
+func (rc *raftNode) leadingSince() uint64  { return rc.shared.leaderStart.Load() }
+func (rc *raftNode) lastConfIndex() uint64 { return rc.shared.lastConfIndex.Load() }
+func (rc *raftNode) removedSelf() bool     { return rc.shared.removedSelf.Load() }
+func (rc *raftNode) peerActive(id uint64) bool {
+	return !rc.transport.ActiveSince(types.ID(id)).IsZero()
+}
+func (rc *raftNode) status() raft.Status      { return rc.node.Status() }
+func (rc *raftNode) stopped() <-chan struct{} { return rc.stopc }
+func (rc *raftNode) transferLeadership(ctx context.Context, lead, transferee uint64) {
+	rc.node.TransferLeadership(ctx, lead, transferee)
+}
 
 // The rafthttp.Raft interface: how the transport hands messages to raft.
 
@@ -1106,7 +869,7 @@ func (rc *raftNode) Process(ctx context.Context, m *raftpb.Message) error {
 	}
 	return rc.node.Step(ctx, m)
 }
-func (rc *raftNode) IsIDRemoved(id uint64) bool  { return rc.members.isRemoved(id) }
+func (rc *raftNode) IsIDRemoved(id uint64) bool  { return rc.membership.isRemoved(id) }
 func (rc *raftNode) ReportUnreachable(id uint64) { rc.node.ReportUnreachable(id) }
 func (rc *raftNode) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 	rc.node.ReportSnapshot(id, status)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // rawNode is a raftNode without a kvstore: the test reads commitC itself.
@@ -34,7 +37,7 @@ func startRawNode(t *testing.T, cfg raftConfig, getSnapshot func() func(io.Write
 	if getSnapshot == nil {
 		getSnapshot = func() func(io.Writer) error { return emptyState }
 	}
-	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC)
+	rc, err := newRaftNode(cfg, getSnapshot, n.proposeC, n.confChangeC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +274,7 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 		{index: 5, data: putEntry("foo", []byte("bar"))},
 		{index: 6, data: putEntry("bin\x00\xff", []byte{0, 1, 2})},
 		{index: 7, data: putEntry("gone", []byte("x"))},
-		{index: 8, data: encodeRequest(request{Ops: []op{{Kind: opDelete, Key: "gone"}}})},
+		{index: 8, data: wire.EncodeRequest(wire.Request{Ops: []wire.Op{{Kind: wire.Delete, Key: "gone"}}})},
 		{index: 9},
 	})
 	st := roundTripState(t, s)
@@ -425,7 +428,7 @@ func nextCommit(t *testing.T, n *rawNode) *commit {
 func TestRestartRemembersAddedMembers(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.SnapshotCount = 2; cfg.CatchupEntries = 1 })
 	lns, urls := freeListeners(t, 1)
-	if _, err := c.members[0].members.AddMember(t.Context(), 4, urls[0], false); err != nil {
+	if _, err := c.members[0].memberAdmin.AddMember(t.Context(), 4, urls[0], false); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testRaftConfig(t, 4, append(append([]string{}, c.peers...), urls[0]), c.dir)
@@ -460,7 +463,7 @@ func TestRemovedMemberStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("member 3 did not stop")
 	}
-	if _, err := newRaftNode(m3.cfg, m3.kvs.getSnapshot, make(chan proposal), make(chan proposal)); err == nil {
+	if _, err := newRaftNode(m3.cfg, m3.kvs.getSnapshot, make(chan proposal), make(chan proposal), nil); err == nil {
 		t.Fatal("removed member started again")
 	}
 	// If member 3 led, proposals forwarded to it were lost: wait for the
@@ -483,7 +486,7 @@ func TestRemovedMemberStops(t *testing.T) {
 func TestBadEntriesAreSkipped(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	m := c.members[0]
-	bad := [][]byte{{0xff}, {codecVersion, 9, 1, 1, 'k'}, putEntry("x", []byte("y"))[:4]}
+	bad := [][]byte{{0xff}, {wire.EntryVersion, 9, 1, 1, 'k'}, putEntry("x", []byte("y"))[:4]}
 	refused := make(chan error, len(bad))
 	for _, data := range bad {
 		m.proposeC <- proposal{ctx: t.Context(), data: data, refused: refused}
@@ -625,7 +628,7 @@ func TestConcurrentMembershipChanges(t *testing.T) {
 	results := make(chan error, 2)
 	for i, u := range urls {
 		go func() {
-			_, err := c.members[0].members.AddMember(t.Context(), uint64(4+i), u, false)
+			_, err := c.members[0].memberAdmin.AddMember(t.Context(), uint64(4+i), u, false)
 			results <- err
 		}()
 	}
@@ -657,7 +660,7 @@ func TestFollowerCatchesUpFromStreamedSnapshot(t *testing.T) {
 		}
 	})
 	if c.waitLeader() == 3 { // stop a follower: the test is not about elections
-		if err := c.members[2].members.TransferLeader(t.Context(), 1); err != nil {
+		if err := c.members[2].memberAdmin.TransferLeader(t.Context(), 1); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, func() error {
@@ -828,4 +831,75 @@ func TestWritesDuringTransferAreRefusedTogether(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d of %d writes refused during the transfer", dropped, writers)
+}
+
+// Stop returns only once every goroutine the member started has ended:
+// none that runs this package's code outlives it, not even one that only
+// waits to close a listener.
+func TestStopLeavesNoGoroutines(t *testing.T) {
+	before := goroutines(t)
+	c := newTestCluster(t, 1, func(cfg *raftConfig) {
+		cfg.SnapshotCount, cfg.CatchupEntries = 1, 1 // a snapshot writer too
+		cfg.MaxSnapshots, cfg.MaxWALs, cfg.PurgeInterval = 2, 2, 10*time.Millisecond
+	})
+	m := c.members[0]
+	for i := range 5 {
+		if err := m.kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ownGoroutines(t, before)) == 0 {
+		t.Fatal("no goroutine of the member found while it runs: the check below would prove nothing")
+	}
+	m.stop()
+	// A goroutine that has just signalled its WaitGroup may still be
+	// returning; one that was never waited for stays.
+	eventually(t, 2*time.Second, func() error {
+		if left := ownGoroutines(t, before); len(left) > 0 {
+			return fmt.Errorf("%d goroutines still run after Stop:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		return nil
+	})
+}
+
+// goroutines returns the stacks of every goroutine, by their first line
+// ("goroutine 7 [running]:" without the state).
+func goroutines(t *testing.T) map[string]string {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	all := map[string]string{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		id, _, _ := strings.Cut(g, " [")
+		all[id] = g
+	}
+	return all
+}
+
+// ownGoroutines returns the stacks of goroutines not in before that run,
+// or were started by, this package's non-test code.
+func ownGoroutines(t *testing.T, before map[string]string) []string {
+	t.Helper()
+	_, self, _, _ := runtime.Caller(0)
+	dir := filepath.Dir(self) + "/"
+	var own []string
+	for id, g := range goroutines(t) {
+		if _, old := before[id]; old {
+			continue
+		}
+		for _, line := range strings.Split(g, "\n") {
+			if file, ok := strings.CutPrefix(strings.TrimSpace(line), dir); ok && !strings.Contains(file, "_test.go:") && !strings.Contains(file, "/") {
+				own = append(own, g)
+				break
+			}
+		}
+	}
+	return own
 }

@@ -44,9 +44,10 @@ type followerRead struct {
 
 func newReadBatch() *readBatch { return &readBatch{done: make(chan struct{})} }
 
-// readIndexer runs ReadIndex rounds for a raftNode.
+// readIndexer runs ReadIndex rounds for a raftNode, on a goroutine of its
+// own (run); the Ready loop hands it raft's answers (deliver).
 type readIndexer struct {
-	rc      *raftNode
+	raft    readLink
 	ids     *idutil.Generator
 	timeout time.Duration       // longest one round may take
 	wanted  chan struct{}       // a reader is waiting for the next round
@@ -56,10 +57,23 @@ type readIndexer struct {
 	next *readBatch
 }
 
-func newReadIndexer(rc *raftNode, timeout time.Duration) *readIndexer {
+// readLink is what a readIndexer needs of raftNode.
+type readLink struct {
+	id        uint64 // this member's
+	leader    *leaderWatch
+	leadTerm  func() uint64                                // the term this member leads in, or 0
+	readIndex func(ctx context.Context, rctx []byte) error // raft.Node.ReadIndex
+	send      func([]*raftpb.Message)                      // to peers
+	retry     time.Duration                                // asks raft again after this long unanswered
+	stopc     <-chan struct{}                              // closed when the member stops
+	metrics   *metrics
+	logger    *zap.Logger
+}
+
+func newReadIndexer(l readLink, timeout time.Duration) *readIndexer {
 	return &readIndexer{
-		rc:      rc,
-		ids:     idutil.NewGenerator(uint16(rc.cfg.ID), time.Now()),
+		raft:    l,
+		ids:     idutil.NewGenerator(uint16(l.id), time.Now()),
 		timeout: timeout,
 		wanted:  make(chan struct{}, 1),
 		states:  make(chan raft.ReadState, 16),
@@ -79,7 +93,7 @@ func (ri *readIndexer) readIndex(ctx context.Context) (uint64, error) {
 		return b.index, b.err
 	case <-ctx.Done():
 		return 0, ctxErr(ctx)
-	case <-ri.rc.stopc:
+	case <-ri.raft.stopc:
 		return 0, errStopping
 	}
 }
@@ -95,7 +109,7 @@ func (ri *readIndexer) want() {
 // answerFollower takes a follower's MsgReadIndex into the next round and
 // reports true, if this member leads; otherwise raft should have it.
 func (ri *readIndexer) answerFollower(m *raftpb.Message) bool {
-	term := ri.rc.leadTerm.Load()
+	term := ri.raft.leadTerm()
 	if term == 0 || len(m.GetEntries()) != 1 {
 		return false
 	}
@@ -111,7 +125,7 @@ func (ri *readIndexer) answerFollower(m *raftpb.Message) bool {
 // drops the others, and everything after a failed round: a follower that
 // hears nothing asks again.
 func (ri *readIndexer) answer(b *readBatch) {
-	term := ri.rc.leadTerm.Load()
+	term := ri.raft.leadTerm()
 	if b.err != nil || term == 0 {
 		return
 	}
@@ -122,7 +136,7 @@ func (ri *readIndexer) answer(b *readBatch) {
 		}
 		resps = append(resps, &raftpb.Message{
 			Type:    raftpb.MsgReadIndexResp.Enum(),
-			From:    new(ri.rc.cfg.ID),
+			From:    new(ri.raft.id),
 			To:      new(f.m.GetFrom()),
 			Term:    new(term),
 			Index:   new(b.index),
@@ -130,7 +144,7 @@ func (ri *readIndexer) answer(b *readBatch) {
 		})
 	}
 	if len(resps) > 0 {
-		ri.rc.transport.Send(resps)
+		ri.raft.send(resps)
 	}
 }
 
@@ -148,11 +162,10 @@ func (ri *readIndexer) deliver(states []raft.ReadState) {
 
 // run performs rounds until the member stops; one round at a time.
 func (ri *readIndexer) run() {
-	defer ri.rc.wg.Done()
 	for {
 		select {
 		case <-ri.wanted:
-		case <-ri.rc.stopc:
+		case <-ri.raft.stopc:
 			return
 		}
 		ri.mu.Lock()
@@ -161,7 +174,7 @@ func (ri *readIndexer) run() {
 		ri.mu.Unlock()
 		start := time.Now()
 		b.index, b.err = ri.round()
-		ri.rc.cfg.Metrics.readIndexDuration.Observe(time.Since(start).Seconds())
+		ri.raft.metrics.readIndexDuration.Observe(time.Since(start).Seconds())
 		ri.answer(b)
 		close(b.done)
 	}
@@ -170,20 +183,19 @@ func (ri *readIndexer) run() {
 // round asks raft for a read index, asking again if the request was lost
 // (raft drops it without a word when leadership changes).
 func (ri *readIndexer) round() (uint64, error) {
-	rc := ri.rc
 	rctx := binary.BigEndian.AppendUint64(nil, ri.ids.Next())
 	deadline := time.NewTimer(ri.timeout)
 	defer deadline.Stop()
-	retry := time.NewTicker(rc.cfg.electionTimeout() / 2)
+	retry := time.NewTicker(ri.raft.retry)
 	defer retry.Stop()
 	for {
 		select {
-		case <-rc.leader.lost():
+		case <-ri.raft.leader.lost():
 			return 0, errNoLeader
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ri.timeout)
-		err := rc.node.ReadIndex(ctx, rctx)
+		err := ri.raft.readIndex(ctx, rctx)
 		cancel()
 		if err != nil {
 			return 0, proposeErr(err)
@@ -196,13 +208,13 @@ func (ri *readIndexer) round() (uint64, error) {
 					return s.Index, nil
 				}
 			case <-retry.C:
-				rc.logger.Debug("read index not answered; asking again", zap.Binary("ctx", rctx))
+				ri.raft.logger.Debug("read index not answered; asking again", zap.Binary("ctx", rctx))
 				break wait
-			case <-rc.leader.lost():
+			case <-ri.raft.leader.lost():
 				return 0, errNoLeader
 			case <-deadline.C:
 				return 0, errTimeout
-			case <-rc.stopc:
+			case <-ri.raft.stopc:
 				return 0, errStopping
 			}
 		}

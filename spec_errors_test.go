@@ -117,7 +117,7 @@ func TestSpecErrors(t *testing.T) {
 			first <- code
 		}()
 		eventually(t, 5*time.Second, func() error {
-			if m.rc.lastConfIndex.Load() <= m.rc.applied.Load() {
+			if m.rc.shared.lastConfIndex.Load() <= m.rc.shared.published.Load() {
 				return fmt.Errorf("the first change is not in the log yet")
 			}
 			return nil

@@ -36,11 +36,14 @@ type memberStatus struct {
 // statusReporter answers GET /v1/status and /health for one member, from
 // narrow views of its parts.
 type statusReporter struct {
-	raft    raftReporter
-	state   stateReporter
-	members interface{ Members() []memberInfo }
-	started time.Time
+	raft       raftReporter
+	state      stateReporter
+	memberList memberLister
+	started    time.Time
 }
+
+// memberLister is what the status needs from the membership API.
+type memberLister interface{ ListMembers() []memberInfo }
 
 // raftReporter is what the status needs from raftNode.
 type raftReporter interface {
@@ -64,8 +67,8 @@ type stateReporter interface {
 	stateSize() int64
 }
 
-func newStatusReporter(rc raftReporter, kvs stateReporter, members interface{ Members() []memberInfo }) *statusReporter {
-	return &statusReporter{raft: rc, state: kvs, members: members, started: time.Now()}
+func newStatusReporter(rc raftReporter, kvs stateReporter, members memberLister) *statusReporter {
+	return &statusReporter{raft: rc, state: kvs, memberList: members, started: time.Now()}
 }
 
 func (s *statusReporter) Status() memberStatus {
@@ -79,7 +82,7 @@ func (s *statusReporter) Status() memberStatus {
 		CommitIndex:   r.status.GetCommit(),
 		AppliedIndex:  s.state.appliedIndex(), // what reads see, not what raftNode has handed out
 		SnapshotIndex: r.snapshotIndex,
-		Members:       s.members.Members(),
+		Members:       s.memberList.ListMembers(),
 		Keys:          s.state.len(),
 		StateBytes:    s.state.stateSize(),
 		WALBytes:      walBytes(r.walDir),

@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"raftexample/internal/wire"
 )
 
 // A crash can leave a snapshot that the WAL does not record yet, with a
@@ -62,7 +64,7 @@ func TestRestartFromSnapshotTheWALDoesNotRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &raftpb.Snapshot{
-		Data: encodeSnapshot(snapshotState{Members: map[uint64]string{1: peers[0]}}),
+		Data: wire.EncodeMembership(wire.Membership{Members: map[uint64]string{1: peers[0]}}),
 		Metadata: &raftpb.SnapshotMetadata{Index: proto.Uint64(5), Term: proto.Uint64(1),
 			ConfState: &raftpb.ConfState{Voters: []uint64{1}}},
 	}
@@ -81,34 +83,5 @@ func TestRestartFromSnapshotTheWALDoesNotRecord(t *testing.T) {
 		if code, body := httpDo(t, http.MethodGet, m.srv.URL+"/"+key, ""); code != http.StatusOK || body != v {
 			t.Errorf("GET %s = %d %q, want %q", key, code, body, v)
 		}
-	}
-}
-
-// A batch saved with one fsync carries an acknowledgement per MsgApp; only
-// the newest per member and term leaves, and everything else keeps its order.
-func TestCoalesceAcks(t *testing.T) {
-	ack := func(to, term, index uint64) *raftpb.Message {
-		return &raftpb.Message{Type: raftpb.MsgAppResp.Enum(), To: new(to), Term: new(term), Index: new(index)}
-	}
-	reject := &raftpb.Message{Type: raftpb.MsgAppResp.Enum(), To: new(uint64(1)), Term: new(uint64(3)), Index: new(uint64(9)), Reject: new(true)}
-	vote := &raftpb.Message{Type: raftpb.MsgVoteResp.Enum(), To: new(uint64(2)), Term: new(uint64(3))}
-	stable := &raftpb.Message{Type: raftpb.MsgStorageAppendResp.Enum(), To: new(uint64(3)), Term: new(uint64(3)), Index: new(uint64(7))}
-	oldTerm := ack(1, 2, 8)
-	stale := ack(2, 3, 4) // a later acknowledgement for a lower index
-	msgs := []*raftpb.Message{
-		ack(1, 3, 5), oldTerm, vote, ack(2, 3, 6), reject, ack(1, 3, 7), stable, stale, ack(3, 3, 7), ack(1, 3, 7),
-	}
-	got := coalesceAcks(msgs)
-	want := []*raftpb.Message{oldTerm, vote, msgs[3], reject, stable, stale, msgs[8], msgs[9]}
-	if len(got) != len(want) {
-		t.Fatalf("kept %d messages, want %d: %v", len(got), len(want), got)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("message %d: got %v, want %v", i, got[i], want[i])
-		}
-	}
-	if single := []*raftpb.Message{ack(1, 3, 5)}; len(coalesceAcks(single)) != 1 {
-		t.Fatalf("a lone acknowledgement was dropped")
 	}
 }

@@ -13,6 +13,9 @@ go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 echo "== go test -race"
 go test -race -timeout 15m "$@" ./...
 echo "== go test -fuzz (10000 inputs each)"
-for target in FuzzDecodeRequest FuzzDecodeSnapshot FuzzHTTPHandler; do
-	go test -run '^$' -fuzz "^${target}\$" -fuzztime 10000x .
+# Each entry is a package and a fuzz target in it (go test -fuzz takes one
+# package at a time).
+for spec in ./internal/wire:FuzzDecodeRequest ./internal/wire:FuzzDecodeSnapshot .:FuzzHTTPHandler; do
+	pkg=${spec%%:*} target=${spec#*:}
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime 10000x "$pkg"
 done
