@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 )
 
 // Operating the cluster over HTTP:
@@ -46,24 +47,33 @@ func (h *clientAPI) statusReport(w http.ResponseWriter, _ *http.Request) {
 // without a method, so that other methods get the API's JSON 405 with Allow
 // rather than the mux's plain-text one; other paths under /v1/members are
 // the API's JSON 404.
-func (h *clientAPI) membersMux() *http.ServeMux {
+func (h *clientAPI) membersMux() http.Handler {
 	mux := http.NewServeMux()
 	list := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.ListMembers()})
 	}
-	for _, path := range []string{"/v1/members", "/v1/members/{$}"} {
-		mux.HandleFunc("GET "+path, list) // GET patterns match HEAD too
-		mux.HandleFunc("POST "+path, h.addMemberJSON)
-		mux.HandleFunc(path, h.allowOnly("GET, HEAD, POST"))
+	for _, pattern := range []string{"/v1/members", "/v1/members/{$}"} {
+		mux.HandleFunc("GET "+pattern, list) // GET patterns match HEAD too
+		mux.HandleFunc("POST "+pattern, h.addMemberJSON)
+		mux.HandleFunc(pattern, h.allowOnly("GET, HEAD, POST"))
 	}
 	mux.HandleFunc("DELETE /v1/members/{id}", h.memberAction(h.cluster.RemoveMember))
 	mux.HandleFunc("/v1/members/{id}", h.allowOnly("DELETE"))
 	mux.HandleFunc("POST /v1/members/{id}/promote", h.memberAction(h.cluster.PromoteMember))
 	mux.HandleFunc("/v1/members/{id}/promote", h.allowOnly("POST"))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	notFound := func(w http.ResponseWriter, r *http.Request) {
 		h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
+	}
+	mux.HandleFunc("/", notFound)
+	// The mux would redirect a path with "." or ".." segments or doubled
+	// slashes to its clean form; the API names no such path, so say so.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p != path.Clean(p) && p != path.Clean(p)+"/" {
+			notFound(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
 }
 
 // memberAction serves a request on /v1/members/{id}...: 204 once do has

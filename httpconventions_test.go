@@ -100,6 +100,8 @@ func TestMembersRoutesMethods(t *testing.T) {
 		{http.MethodGet, "/v1/members/2", 405, "DELETE"},
 		{http.MethodGet, "/v1/members/2/promote", 405, "POST"},
 		{http.MethodPost, "/v1/members/2/demote", 404, ""},
+		{http.MethodDelete, "/v1/members/.", 404, ""}, // not redirected to a clean path
+		{http.MethodDelete, "/v1/members//2", 404, ""},
 		{http.MethodGet, "/v1/members/", 200, ""},
 	} {
 		r := do(t, tc.method, srv.URL+tc.path, "")
