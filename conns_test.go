@@ -435,15 +435,17 @@ func TestPeerSnapshotOutlivesReadTimeout(t *testing.T) {
 	lead := c.waitLeader()
 	behind := int(lead % 3) // a follower's index
 	c.members[behind].stop()
-	leader := c.members[c.waitLeader()-1]
 	value := []byte(strings.Repeat("s", 1<<20))
 	for i := range 32 {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		err := leader.kvs.Put(ctx, fmt.Sprintf("s%02d", i), value)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Two members carry 1 MB entries under the race detector: the
+		// leader may lose its quorum for a moment. Writing the same value
+		// again is harmless, so a write that failed is retried.
+		eventually(t, 30*time.Second, func() error {
+			leader := c.members[c.waitLeader()-1]
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			return leader.kvs.Put(ctx, fmt.Sprintf("s%02d", i), value)
+		})
 	}
 	m := c.restart(behind)
 	eventually(t, 30*time.Second, func() error {
