@@ -92,6 +92,14 @@ func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 			return
 		}
 		o = wire.Op{Kind: wire.Put, Key: key, Value: v}
+		if o.Lease, o.TTL, err = parseKeyLease(r); err != nil {
+			h.jsonFail(w, err)
+			return
+		}
+		if (o.Lease != 0 || o.TTL != 0) && h.leases == nil {
+			h.jsonFail(w, fmt.Errorf("%w: this store has no leases", errInvalid))
+			return
+		}
 	}
 	var err error
 	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
@@ -102,6 +110,8 @@ func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 	switch {
 	case err != nil:
 		h.jsonFail(w, err)
+	case res.Failed == 0 && res.LeaseErr != nil:
+		h.jsonFail(w, fmt.Errorf("key %q, lease %d: %w", key, o.Lease, res.LeaseErr))
 	case res.Failed == 0:
 		h.jsonFail(w, fmt.Errorf("%w: key %q does not match %s", errCondition, key, describeCond(o)))
 	case o.Kind == wire.Delete && !res.Found[0]:
@@ -109,6 +119,12 @@ func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 	default:
 		if o.Kind == wire.Put {
 			w.Header().Set("ETag", etag(res.Rev))
+			if len(res.CreateRev) > 0 {
+				w.Header().Set("X-Create-Revision", strconv.FormatUint(res.CreateRev[0], 10))
+			}
+			if lease := max(o.Lease, res.Lease); lease != 0 {
+				w.Header().Set("X-Lease", strconv.FormatUint(lease, 10))
+			}
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}
