@@ -36,7 +36,7 @@ func expectCompacted(t *testing.T, base, query string, compact uint64) {
 	r := do(t, http.MethodGet, base+"/v1/watch?"+query, "")
 	expectJSONError(t, r, http.StatusGone, "watch "+query)
 	var b compactedBody
-	if err := json.Unmarshal(r.body, &b); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &b); err != nil {
 		t.Fatal(err)
 	}
 	if b.CompactRevision != compact || !strings.Contains(b.Error, fmt.Sprint(compact)) {
@@ -54,7 +54,7 @@ func TestMaxKeyBytesOnEveryRoute(t *testing.T) {
 	for _, n := range []int{limit, limit + 1} {
 		key := "k" + strings.Repeat("x", n-1)
 		over := n > limit
-		check := func(what string, r v1Reply, ok int) {
+		check := func(what string, r reply, ok int) {
 			t.Helper()
 			if !over {
 				expect(t, r, ok, fmt.Sprintf("%s with a key of %d bytes", what, n))
@@ -62,13 +62,13 @@ func TestMaxKeyBytesOnEveryRoute(t *testing.T) {
 			}
 			expect(t, r, http.StatusBadRequest, fmt.Sprintf("%s with a key of %d bytes", what, n))
 			for _, s := range []string{"--max-key-bytes", fmt.Sprint(n), fmt.Sprint(limit)} {
-				if !bytes.Contains(r.body, []byte(s)) {
+				if !strings.Contains(r.body, s) {
 					t.Errorf("%s: 400 %q does not name %s", what, r.body, s)
 				}
 			}
-			isJSON := r.hdr.Get("Content-Type") == "application/json"
+			isJSON := r.header.Get("Content-Type") == "application/json"
 			if root := !strings.HasPrefix(what, "/v1"); root == isJSON {
-				t.Errorf("%s: 400 with Content-Type %q", what, r.hdr.Get("Content-Type"))
+				t.Errorf("%s: 400 with Content-Type %q", what, r.header.Get("Content-Type"))
 			}
 		}
 		check("PUT /{key}", do(t, http.MethodPut, base+"/"+key, "v"), http.StatusNoContent)
@@ -104,7 +104,7 @@ func statusStateBytes(t *testing.T, base string) int64 {
 	var st struct {
 		StateBytes *int64 `json:"stateBytes"`
 	}
-	if err := json.Unmarshal(r.body, &st); err != nil || st.StateBytes == nil {
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil || st.StateBytes == nil {
 		t.Fatalf("status %q: no stateBytes (%v)", r.body, err)
 	}
 	return *st.StateBytes
@@ -127,10 +127,10 @@ func TestQuotaBytes(t *testing.T) {
 	if got := statusStateBytes(t, base); got != quota {
 		t.Fatalf("stateBytes %d, want %d", got, quota)
 	}
-	full := func(what string, r v1Reply) {
+	full := func(what string, r reply) {
 		t.Helper()
 		expect(t, r, http.StatusInsufficientStorage, what)
-		if !bytes.Contains(r.body, []byte("--quota-bytes")) {
+		if !strings.Contains(r.body, "--quota-bytes") {
 			t.Errorf("%s: 507 %q does not name --quota-bytes", what, r.body)
 		}
 	}
@@ -269,7 +269,7 @@ func TestLargeTxnKeepsWatchersAndHistory(t *testing.T) {
 	r := do(t, http.MethodPost, base+"/v1/txn", txnJSON(t, ops...))
 	expect(t, r, http.StatusOK, "txn of 38 000 puts")
 	var tr txnReply
-	if err := json.Unmarshal(r.body, &tr); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &tr); err != nil {
 		t.Fatal(err)
 	}
 	mark := mustPut(t, base, "t/zz-after", "end")

@@ -45,8 +45,8 @@ func TestCanceledRequestsAreNotServerErrors(t *testing.T) {
 	}
 	wg.Wait()
 	// The member still serves, and what it recorded has settled.
-	if code, _ := httpDo(t, http.MethodPut, m.srv.URL+"/k", "last"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the canceled ones: %d", code)
+	if r := do(t, http.MethodPut, m.srv.URL+"/k", "last"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the canceled ones: %d", r.code)
 	}
 	if n := counterValue(t, m.cfg.Metrics.httpRequests.WithLabelValues("kv", "500")); n != 0 {
 		t.Errorf("%v canceled requests were counted as 500s", n)

@@ -39,7 +39,7 @@ func mustJSON(t testing.TB, what, body string, v any) {
 
 // listMembers asks base for GET /v1/members.
 func listMembers(base string) ([]memberInfo, error) {
-	r, err := send(context.Background(), procClient, http.MethodGet, base+"/v1/members", "")
+	r, err := send(context.Background(), testHTTP, http.MethodGet, base+"/v1/members", "")
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func mustMembers(t *testing.T, base string) []memberInfo {
 
 func mustStatus(t *testing.T, base string) memberStatus {
 	t.Helper()
-	r := call(t, http.MethodGet, base+"/v1/status", "")
+	r := do(t, http.MethodGet, base+"/v1/status", "")
 	if r.code != http.StatusOK {
 		t.Fatalf("GET %s/v1/status = %d %q", base, r.code, r.body)
 	}
@@ -83,7 +83,7 @@ func postMember(t *testing.T, base string, id uint64, peerURL string, learner bo
 		body["id"] = id
 	}
 	b, _ := json.Marshal(body)
-	return call(t, http.MethodPost, base+"/v1/members", string(b))
+	return do(t, http.MethodPost, base+"/v1/members", string(b))
 }
 
 // addLearner adds a learner through base and returns its ID.
@@ -165,7 +165,7 @@ func tryPut(base, key, value string) error {
 	deadline := time.Now().Add(opTimeout)
 	var last string
 	for try := 0; try < 100 && time.Now().Before(deadline); try++ {
-		r, err := send(context.Background(), procClient, http.MethodPut, base+"/"+key, value)
+		r, err := send(context.Background(), testHTTP, http.MethodPut, base+"/"+key, value)
 		switch {
 		case err != nil:
 			return err
@@ -217,7 +217,7 @@ func putMany(t *testing.T, bases []string, prefix string, n int) map[string]stri
 func getLinearizable(t *testing.T, base, key, value string) {
 	t.Helper()
 	eventually(t, opTimeout, func() error {
-		r := call(t, http.MethodGet, base+"/"+key, "")
+		r := do(t, http.MethodGet, base+"/"+key, "")
 		switch {
 		case r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout:
 			return fmt.Errorf("GET %s/%s = %d %q", base, key, r.code, r.body)
@@ -233,7 +233,7 @@ func getLinearizable(t *testing.T, base, key, value string) {
 func promoteWhenReady(t *testing.T, base string, id uint64) (refusals int) {
 	t.Helper()
 	eventually(t, opTimeout, func() error {
-		r := call(t, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", base, id), "")
+		r := do(t, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", base, id), "")
 		switch r.code {
 		case http.StatusNoContent:
 			return nil
@@ -369,10 +369,10 @@ func TestLearnerCatchesUpAndIsPromoted(t *testing.T) {
 	putOK(t, m4.srv.URL, "from-4", "yes")
 	getLinearizable(t, c.members[1].srv.URL, "from-4", "yes")
 
-	if r := call(t, http.MethodPost, via.srv.URL+"/v1/members/4/promote", ""); r.code != http.StatusConflict {
+	if r := do(t, http.MethodPost, via.srv.URL+"/v1/members/4/promote", ""); r.code != http.StatusConflict {
 		t.Errorf("promoting voter 4 again = %d %q, want 409", r.code, r.body)
 	}
-	if r := call(t, http.MethodPost, via.srv.URL+"/v1/members/9/promote", ""); r.code != http.StatusNotFound {
+	if r := do(t, http.MethodPost, via.srv.URL+"/v1/members/9/promote", ""); r.code != http.StatusNotFound {
 		t.Errorf("promoting unknown member 9 = %d %q, want 404", r.code, r.body)
 	}
 }
@@ -408,7 +408,7 @@ func TestPromoteRefusedWhileLearnerFarBehind(t *testing.T) {
 	waitMembersOn(t, voters, map[uint64]bool{1: false, 2: false, 3: false, id4: true, id5: true})
 
 	for _, m := range voters { // the leader answers itself; the others ask it
-		r := call(t, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", m.srv.URL, id4), "")
+		r := do(t, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", m.srv.URL, id4), "")
 		var e jsonError
 		mustJSON(t, "promote", r.body, &e)
 		if r.code != http.StatusConflict || e.Code != http.StatusConflict || !strings.Contains(e.Error, "behind") {
@@ -416,7 +416,7 @@ func TestPromoteRefusedWhileLearnerFarBehind(t *testing.T) {
 				id4, promoteMaxLag+20, m.cfg.ID, r.code, r.body)
 		}
 	}
-	if r := call(t, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", bases[2], id5), ""); r.code != http.StatusConflict || !strings.Contains(r.body, "behind") {
+	if r := do(t, http.MethodPost, fmt.Sprintf("%s/v1/members/%d/promote", bases[2], id5), ""); r.code != http.StatusConflict || !strings.Contains(r.body, "behind") {
 		t.Errorf("promoting learner %d that never started = %d %q, want 409 saying it is behind", id5, r.code, r.body)
 	}
 	for _, b := range bases {
@@ -454,7 +454,7 @@ func TestTransferLeadership(t *testing.T) {
 	}
 	transfer := func(via *member, to uint64) reply {
 		t.Helper()
-		return call(t, http.MethodPost, via.srv.URL+"/v1/leader", fmt.Sprintf(`{"id":%d}`, to))
+		return do(t, http.MethodPost, via.srv.URL+"/v1/leader", fmt.Sprintf(`{"id":%d}`, to))
 	}
 
 	// Through the leader.
@@ -490,14 +490,14 @@ func TestTransferLeadership(t *testing.T) {
 			{`{"id":"two"}`, http.StatusBadRequest},
 			{`{"id":2,"force":true}`, http.StatusBadRequest},
 		} {
-			r := call(t, http.MethodPost, m.srv.URL+"/v1/leader", tc.body)
+			r := do(t, http.MethodPost, m.srv.URL+"/v1/leader", tc.body)
 			var e jsonError
 			mustJSON(t, "POST /v1/leader "+tc.body, r.body, &e)
 			if r.code != tc.want || e.Code != tc.want || e.Error == "" {
 				t.Errorf("POST /v1/leader %s through member %d = %d %q, want %d with a message", tc.body, m.cfg.ID, r.code, r.body, tc.want)
 			}
 		}
-		if r := call(t, http.MethodGet, m.srv.URL+"/v1/leader", ""); r.code != http.StatusMethodNotAllowed {
+		if r := do(t, http.MethodGet, m.srv.URL+"/v1/leader", ""); r.code != http.StatusMethodNotAllowed {
 			t.Errorf("GET /v1/leader = %d, want 405", r.code)
 		}
 	}
@@ -516,7 +516,7 @@ func TestRemoveLeader(t *testing.T) {
 	lead := c.waitLeader()
 	old := c.byID(lead)
 	// The member answering is the one removed: it must still say 204.
-	r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", old.srv.URL, lead), "")
+	r := do(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", old.srv.URL, lead), "")
 	if r.code != http.StatusNoContent {
 		t.Errorf("DELETE /v1/members/%d through the leader = %d %q, want 204", lead, r.code, r.body)
 	}
@@ -540,7 +540,7 @@ func TestRemoveLeader(t *testing.T) {
 		}
 	}
 	old = c.byID(lead2)
-	if r = call(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", follower.srv.URL, lead2), ""); r.code != http.StatusNoContent {
+	if r = do(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", follower.srv.URL, lead2), ""); r.code != http.StatusNoContent {
 		t.Fatalf("DELETE /v1/members/%d through follower %d = %d %q, want 204", lead2, follower.cfg.ID, r.code, r.body)
 	}
 	waitRemoved(t, old)
@@ -554,7 +554,7 @@ func TestRemoveLeader(t *testing.T) {
 	for k, v := range map[string]string{"before": "1", "two-0": "ok", "two-1": "ok", "one": "ok"} {
 		getLinearizable(t, follower.srv.URL, k, v)
 	}
-	if r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", follower.srv.URL, follower.cfg.ID), ""); r.code != http.StatusConflict {
+	if r := do(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", follower.srv.URL, follower.cfg.ID), ""); r.code != http.StatusConflict {
 		t.Errorf("removing the last voter = %d %q, want 409", r.code, r.body)
 	}
 }
@@ -609,7 +609,7 @@ func TestConcurrentMembershipChangesOnTwoMembers(t *testing.T) {
 		for i, ch := range pair {
 			wg.Go(func() {
 				<-start
-				replies[i], errs[i] = send(context.Background(), procClient, ch.method, ch.via.srv.URL+ch.path, ch.body)
+				replies[i], errs[i] = send(context.Background(), testHTTP, ch.method, ch.via.srv.URL+ch.path, ch.body)
 			})
 		}
 		close(start)
@@ -648,7 +648,7 @@ func TestRemovedMemberIDsAreNotReused(t *testing.T) {
 
 	id := addLearner(t, base, urls[0])
 	c.waitMembers(t, map[uint64]bool{1: false, 2: false, 3: false, id: true})
-	if r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", c.members[1].srv.URL, id), ""); r.code != http.StatusNoContent {
+	if r := do(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", c.members[1].srv.URL, id), ""); r.code != http.StatusNoContent {
 		t.Fatalf("DELETE /v1/members/%d = %d %q, want 204", id, r.code, r.body)
 	}
 	c.waitMembers(t, map[uint64]bool{1: false, 2: false, 3: false})
@@ -661,11 +661,11 @@ func TestRemovedMemberIDsAreNotReused(t *testing.T) {
 					id, learner, m.cfg.ID, r.code, r.body)
 			}
 		}
-		if r := call(t, http.MethodPost, fmt.Sprintf("%s/%d", m.srv.URL, id), urls[1]); r.code != http.StatusConflict {
+		if r := do(t, http.MethodPost, fmt.Sprintf("%s/%d", m.srv.URL, id), urls[1]); r.code != http.StatusConflict {
 			t.Errorf("POST /%d (removed) through member %d = %d %q, want 409", id, m.cfg.ID, r.code, r.body)
 		}
 	}
-	if r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", base, id), ""); r.code != http.StatusNotFound {
+	if r := do(t, http.MethodDelete, fmt.Sprintf("%s/v1/members/%d", base, id), ""); r.code != http.StatusNotFound {
 		t.Errorf("DELETE /v1/members/%d again = %d %q, want 404", id, r.code, r.body)
 	}
 	// In use: ID or URL.
@@ -695,7 +695,7 @@ func TestHealthFollowsQuorum(t *testing.T) {
 	}
 	check := func(m *member, query string) (reply, health) {
 		t.Helper()
-		r := call(t, http.MethodGet, m.srv.URL+"/health"+query, "")
+		r := do(t, http.MethodGet, m.srv.URL+"/health"+query, "")
 		var h health
 		mustJSON(t, "GET /health"+query, r.body, &h)
 		return r, h
@@ -723,7 +723,7 @@ func TestHealthFollowsQuorum(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if r := call(t, http.MethodPost, m.srv.URL+"/health", ""); r.code != http.StatusMethodNotAllowed {
+		if r := do(t, http.MethodPost, m.srv.URL+"/health", ""); r.code != http.StatusMethodNotAllowed {
 			t.Errorf("POST /health = %d, want 405", r.code)
 		}
 	}
@@ -764,7 +764,7 @@ func TestHealthFollowsQuorum(t *testing.T) {
 // scrape fetches and parses base/metrics.
 func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 	t.Helper()
-	r := call(t, http.MethodGet, base+"/metrics", "")
+	r := do(t, http.MethodGet, base+"/metrics", "")
 	if r.code != http.StatusOK {
 		t.Fatalf("GET %s/metrics = %d %q", base, r.code, r.body)
 	}
@@ -941,7 +941,7 @@ func TestStatusIsConsistent(t *testing.T) {
 	var lastRev uint64
 	for i := range n {
 		eventually(t, opTimeout, func() error {
-			r := call(t, http.MethodPut, fmt.Sprintf("%s/v1/kv/s-%d", base, i), "v")
+			r := do(t, http.MethodPut, fmt.Sprintf("%s/v1/kv/s-%d", base, i), "v")
 			if r.code != http.StatusNoContent {
 				return fmt.Errorf("PUT /v1/kv/s-%d = %d %q", i, r.code, r.body)
 			}
@@ -1014,7 +1014,7 @@ func TestStatusIsConsistent(t *testing.T) {
 			}
 		}
 	}
-	if r := call(t, http.MethodPost, base+"/v1/status", ""); r.code != http.StatusMethodNotAllowed {
+	if r := do(t, http.MethodPost, base+"/v1/status", ""); r.code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /v1/status = %d, want 405", r.code)
 	}
 }

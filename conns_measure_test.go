@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"raftexample/internal/proctest"
 )
 
 // TestMeasureIdleConnections is the measurement behind the "2 000 idle
@@ -25,13 +27,13 @@ func TestMeasureIdleConnections(t *testing.T) {
 	}
 	const n = 2000
 	dir := t.TempDir()
-	ports := freePorts(t, 2)
+	ports := proctest.FreePorts(t, 2)
 	base := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	p := newProc(t, "member", dir, filepath.Join(dir, "member.log"), raftexampleBin,
+	p := proctest.NewProc(t, "member", dir, filepath.Join(dir, "member.log"), raftexample.Path(t),
 		"--cluster", fmt.Sprintf("http://127.0.0.1:%d", ports[0]), "--port", strconv.Itoa(ports[1]), "--data-dir", dir)
-	p.start()
-	waitWritable(t, base)
-	pid := p.cmd.Process.Pid
+	p.Start()
+	proctest.WaitWritable(t, base)
+	pid := p.Pid()
 	t.Logf("before: RSS %s, open %d", rss(t, pid), openClientConns(t, base))
 
 	addr := strings.TrimPrefix(base, "http://")
@@ -41,8 +43,8 @@ func TestMeasureIdleConnections(t *testing.T) {
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range n {
-		c := dialKeepAlive(t, addr)
-		if code, _, err := c.do(http.MethodGet, "/health", "", 10*time.Second); err != nil || code != http.StatusOK {
+		c := proctest.DialRaw(t, addr)
+		if code, _, err := c.Do(http.MethodGet, "/health", "", 10*time.Second); err != nil || code != http.StatusOK {
 			t.Fatalf("GET /health: %d %v", code, err)
 		}
 		answered := time.Now()
@@ -51,7 +53,7 @@ func TestMeasureIdleConnections(t *testing.T) {
 		mu.Unlock()
 		wg.Go(func() {
 			c.SetReadDeadline(answered.Add(120 * time.Second))
-			io.Copy(io.Discard, c.br)
+			io.Copy(io.Discard, c.R)
 			mu.Lock()
 			lastClose = max(lastClose, time.Since(answered))
 			mu.Unlock()
@@ -76,7 +78,7 @@ func TestMeasureIdleConnections(t *testing.T) {
 		<-tick.C
 		t.Logf("t+%2.0fs after the last answer: open %d, RSS %s", time.Since(lastAnswer).Seconds(), openClientConns(t, base), rss(t, pid))
 	}
-	p.terminate(0)
+	p.Terminate(0)
 }
 
 // rss reads a process's resident set size.

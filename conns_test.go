@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"raftexample/internal/proctest"
 	"raftexample/internal/wire"
 )
 
@@ -59,53 +60,6 @@ func openConns(m *metrics, listener string) int {
 	return int(d.GetGauge().GetValue())
 }
 
-// keepAliveConn is a raw HTTP/1.1 connection the test controls.
-type keepAliveConn struct {
-	net.Conn
-	br *bufio.Reader
-}
-
-func dialKeepAlive(t testing.TB, addr string) *keepAliveConn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &keepAliveConn{Conn: c, br: bufio.NewReader(c)}
-}
-
-// do sends one request and reads its whole answer, waiting at most wait.
-func (c *keepAliveConn) do(method, path, body string, wait time.Duration) (int, string, error) {
-	c.SetDeadline(time.Now().Add(wait))
-	defer c.SetDeadline(time.Time{})
-	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n%s", method, path, len(body), body)
-	if _, err := io.WriteString(c, req); err != nil {
-		return 0, "", err
-	}
-	resp, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-// waitClosed waits until the server closes c (a read sees EOF or a reset)
-// and returns how long that took, or an error if it is still open after
-// limit. It does not touch the test, so it may run on any goroutine.
-func (c *keepAliveConn) waitClosed(limit time.Duration) (time.Duration, error) {
-	start := time.Now()
-	c.SetReadDeadline(start.Add(limit))
-	_, err := io.Copy(io.Discard, c.br)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return 0, fmt.Errorf("connection still open after %v", limit)
-	}
-	return time.Since(start), nil
-}
-
 // 2000 idle keep-alive connections are all closed within IdleTimeout.
 func TestIdleConnectionsClosed(t *testing.T) {
 	if testing.Short() {
@@ -113,10 +67,10 @@ func TestIdleConnectionsClosed(t *testing.T) {
 	}
 	const n, idle = 2000, time.Second
 	m, addr := startLimitedMember(t, connLimits{IdleTimeout: idle}, 0)
-	conns := make([]*keepAliveConn, n)
+	conns := make([]*proctest.RawConn, n)
 	for i := range conns {
-		conns[i] = dialKeepAlive(t, addr)
-		if code, _, err := conns[i].do(http.MethodGet, "/health", "", 5*time.Second); err != nil || code != http.StatusOK {
+		conns[i] = proctest.DialRaw(t, addr)
+		if code, _, err := conns[i].Do(http.MethodGet, "/health", "", 5*time.Second); err != nil || code != http.StatusOK {
 			t.Fatalf("connection %d: GET /health: %d %v", i, code, err)
 		}
 	}
@@ -130,7 +84,7 @@ func TestIdleConnectionsClosed(t *testing.T) {
 	for _, c := range conns {
 		wg.Go(func() {
 			c.SetReadDeadline(deadline)
-			if _, err := io.Copy(io.Discard, c.br); err != nil {
+			if _, err := io.Copy(io.Discard, c.R); err != nil {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
 					late.Add(1)
@@ -148,8 +102,8 @@ func TestIdleConnectionsClosed(t *testing.T) {
 		}
 		return nil
 	})
-	if code, _ := httpDo(t, http.MethodPut, "http://"+addr+"/after", "v"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the idle connections: %d", code)
+	if r := do(t, http.MethodPut, "http://"+addr+"/after", "v"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the idle connections: %d", r.code)
 	}
 }
 
@@ -161,7 +115,7 @@ func TestSlowBodyClosed(t *testing.T) {
 	}
 	const readTimeout = 500 * time.Millisecond
 	_, addr := startLimitedMember(t, connLimits{ReadHeaderTimeout: readTimeout, ReadTimeout: readTimeout}, 0)
-	c := dialKeepAlive(t, addr)
+	c := proctest.DialRaw(t, addr)
 	start := time.Now()
 	if _, err := io.WriteString(c, "PUT /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -174,11 +128,11 @@ func TestSlowBodyClosed(t *testing.T) {
 	go func() {
 		var a answer
 		c.SetReadDeadline(time.Now().Add(10 * readTimeout))
-		if resp, err := http.ReadResponse(c.br, nil); err == nil {
+		if resp, err := http.ReadResponse(c.R, nil); err == nil {
 			a.code = resp.StatusCode
 			resp.Body.Close()
 		}
-		_, a.err = c.waitClosed(10 * readTimeout)
+		_, a.err = c.WaitClosed(10 * readTimeout)
 		closed <- a
 	}()
 	sent, code := 0, 0
@@ -206,11 +160,11 @@ func TestSlowBodyClosed(t *testing.T) {
 		t.Errorf("the slow body was answered %d, want 408 Request Timeout", code)
 	}
 	base := "http://" + addr
-	if code, _ := httpDo(t, http.MethodPut, base+"/fast", "v"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the slow body: %d", code)
+	if r := do(t, http.MethodPut, base+"/fast", "v"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the slow body: %d", r.code)
 	}
-	if code, _ := httpDo(t, http.MethodGet, base+"/slow", ""); code != http.StatusNotFound {
-		t.Fatalf("GET /slow: %d, want 404 (the slow write must not be applied)", code)
+	if r := do(t, http.MethodGet, base+"/slow", ""); r.code != http.StatusNotFound {
+		t.Fatalf("GET /slow: %d, want 404 (the slow write must not be applied)", r.code)
 	}
 }
 
@@ -239,13 +193,13 @@ func TestLongRequestsOutliveReadTimeout(t *testing.T) {
 	lim := connLimits{ReadHeaderTimeout: readTimeout, ReadTimeout: readTimeout, WriteTimeout: 10 * time.Second}
 	t.Run("write waiting for commit", func(t *testing.T) {
 		store := &blockingTxnStore{fakeStore: newFakeStore(), entered: make(chan struct{}), release: make(chan struct{})}
-		h := newHTTPKVAPI(store, store, store, httpConfig{RequestTimeout: 10 * time.Second, MaxRequestBytes: 64,
+		h := newClientAPI(store, store, store, httpConfig{RequestTimeout: 10 * time.Second, MaxRequestBytes: 64,
 			RetryAfter: time.Second, Logger: zap.NewNop(), Metrics: newMetrics()})
 		addr := serveLimited(t, h, lim, newMetrics())
 		answer := make(chan int, 1)
-		c := dialKeepAlive(t, addr) // here: it may fail the test, which a goroutine must not
+		c := proctest.DialRaw(t, addr) // here: it may fail the test, which a goroutine must not
 		go func() {
-			code, _, err := c.do(http.MethodPut, "/k", "v", 10*time.Second)
+			code, _, err := c.Do(http.MethodPut, "/k", "v", 10*time.Second)
 			if err != nil {
 				t.Error(err)
 			}
@@ -264,16 +218,16 @@ func TestLongRequestsOutliveReadTimeout(t *testing.T) {
 	})
 	t.Run("watch", func(t *testing.T) {
 		_, addr := startLimitedMember(t, lim, time.Second)
-		c := dialKeepAlive(t, addr)
+		c := proctest.DialRaw(t, addr)
 		io.WriteString(c, "GET /v1/watch?key=later HTTP/1.1\r\nHost: test\r\n\r\n")
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		resp, err := http.ReadResponse(c.br, nil)
+		resp, err := http.ReadResponse(c.R, nil)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("watch: %v %v", resp, err)
 		}
 		time.Sleep(3 * readTimeout) // the stream must outlive ReadTimeout: that is what is tested
-		if code, _ := httpDo(t, http.MethodPut, "http://"+addr+"/later", "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT: %d", code)
+		if r := do(t, http.MethodPut, "http://"+addr+"/later", "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT: %d", r.code)
 		}
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
@@ -317,7 +271,7 @@ func TestWatchersThatNeverReadAreFreed(t *testing.T) {
 		return nil
 	})
 	value := strings.Repeat("v", 16<<10)
-	writer := dialKeepAlive(t, addr) // the one connection expected to stay open
+	writer := proctest.DialRaw(t, addr) // the one connection expected to stay open
 	deadline := time.Now().Add(60 * time.Second)
 	for i := 0; ; i++ {
 		open := openConns(m.cfg.Metrics, "client") - 1
@@ -328,11 +282,11 @@ func TestWatchersThatNeverReadAreFreed(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after %d events: %d connections open, %d watchers registered", i, open, watching())
 		}
-		if code, _, err := writer.do(http.MethodPut, fmt.Sprintf("/big%d", i%100), value, 10*time.Second); err != nil || code != http.StatusNoContent {
+		if code, _, err := writer.Do(http.MethodPut, fmt.Sprintf("/big%d", i%100), value, 10*time.Second); err != nil || code != http.StatusNoContent {
 			t.Fatalf("PUT %d: %d %v", i, code, err)
 		}
 	}
-	if code, _, err := writer.do(http.MethodGet, "/big0", "", 10*time.Second); err != nil || code != http.StatusOK {
+	if code, _, err := writer.Do(http.MethodGet, "/big0", "", 10*time.Second); err != nil || code != http.StatusOK {
 		t.Fatalf("GET after the watchers were freed: %d %v", code, err)
 	}
 }
@@ -350,8 +304,8 @@ func TestConnectionCapAtTheBound(t *testing.T) {
 		m := c.members[0]
 		checkCap(t, strings.TrimPrefix(c.peers[0], "http://"), max, "/raft/probing", http.MethodGet, "/raft/probing",
 			func() int { return openConns(m.cfg.Metrics, "peer") })
-		if code, _ := httpDo(t, http.MethodPut, m.srv.URL+"/after", "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT after the peer port was full: %d", code)
+		if r := do(t, http.MethodPut, m.srv.URL+"/after", "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT after the peer port was full: %d", r.code)
 		}
 	})
 }
@@ -361,10 +315,10 @@ func TestConnectionCapAtTheBound(t *testing.T) {
 // one closes; overMethod overPath is the request it waits with.
 func checkCap(t *testing.T, addr string, max int, probe, overMethod, overPath string, open func() int) {
 	t.Helper()
-	var conns []*keepAliveConn
+	var conns []*proctest.RawConn
 	for i := range max {
-		c := dialKeepAlive(t, addr)
-		if code, _, err := c.do(http.MethodGet, probe, "", 5*time.Second); err != nil || code != http.StatusOK {
+		c := proctest.DialRaw(t, addr)
+		if code, _, err := c.Do(http.MethodGet, probe, "", 5*time.Second); err != nil || code != http.StatusOK {
 			t.Fatalf("connection %d of %d: %d %v", i+1, max, code, err)
 		}
 		conns = append(conns, c)
@@ -372,14 +326,14 @@ func checkCap(t *testing.T, addr string, max int, probe, overMethod, overPath st
 	if got := open(); got != max {
 		t.Fatalf("open_connections = %d, want %d", got, max)
 	}
-	extra := dialKeepAlive(t, addr) // the kernel completes the handshake; the member does not accept it
+	extra := proctest.DialRaw(t, addr) // the kernel completes the handshake; the member does not accept it
 	answered := make(chan error, 1)
 	go func() {
 		body := ""
 		if overMethod == http.MethodPut {
 			body = "v"
 		}
-		code, _, err := extra.do(overMethod, overPath, body, 10*time.Second)
+		code, _, err := extra.Do(overMethod, overPath, body, 10*time.Second)
 		if err == nil && code/100 != 2 {
 			err = fmt.Errorf("status %d", code)
 		}
@@ -391,7 +345,7 @@ func checkCap(t *testing.T, addr string, max int, probe, overMethod, overPath st
 	case <-time.After(500 * time.Millisecond):
 	}
 	// The member still serves the connections it holds.
-	if code, _, err := conns[1].do(http.MethodGet, probe, "", 5*time.Second); err != nil || code != http.StatusOK {
+	if code, _, err := conns[1].Do(http.MethodGet, probe, "", 5*time.Second); err != nil || code != http.StatusOK {
 		t.Fatalf("held connection at the cap: %d %v", code, err)
 	}
 	conns[0].Close()
@@ -409,12 +363,12 @@ func TestPeerHeaderSlowloris(t *testing.T) {
 	c := newTestCluster(t, 1, func(cfg *raftConfig) {
 		cfg.Peer = connLimits{ReadHeaderTimeout: headerTimeout, ReadTimeout: time.Second, IdleTimeout: time.Second}
 	})
-	conn := dialKeepAlive(t, strings.TrimPrefix(c.peers[0], "http://"))
+	conn := proctest.DialRaw(t, strings.TrimPrefix(c.peers[0], "http://"))
 	start := time.Now()
 	io.WriteString(conn, "GET "+rafthttpStreamPath+" HTTP/1.1\r\nHost: test\r\n")
 	closed := make(chan error, 1)
 	go func() {
-		_, err := conn.waitClosed(10 * headerTimeout)
+		_, err := conn.WaitClosed(10 * headerTimeout)
 		closed <- err
 	}()
 	for done := false; !done; {
@@ -456,8 +410,8 @@ func TestPeerStreamsOutliveTimeouts(t *testing.T) {
 				t.Fatalf("member %d sees leader %d, was %d", m.cfg.ID, l, lead)
 			}
 		}
-		if code, _ := httpDo(t, http.MethodPut, c.members[lead-1].srv.URL+"/k", "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT: %d", code)
+		if r := do(t, http.MethodPut, c.members[lead-1].srv.URL+"/k", "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT: %d", r.code)
 		}
 	}
 	for _, e := range logs.All()[start:] {

@@ -65,7 +65,7 @@ func FuzzHTTPHandler(f *testing.F) {
 		}
 		store := newFakeStore()
 		store.kv["k"] = kvItem{Key: "k", Value: []byte("v"), Rev: 3}
-		h := newHTTPKVAPI(store, store, store, httpConfig{
+		h := newClientAPI(store, store, store, httpConfig{
 			RequestTimeout: time.Second, MaxRequestBytes: fuzzMaxBody, MaxKeyBytes: 8 << 10, RetryAfter: time.Second,
 			WatchHeartbeat: time.Second, Logger: zap.NewNop(), Metrics: m,
 		})

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,23 +14,15 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"raftexample/internal/freeport"
+	"raftexample/internal/proctest"
 	"raftexample/internal/wire"
 )
 
-// eventually calls f until it returns nil or timeout passes.
+// eventually calls f until it returns nil, and fails the test if timeout
+// passes first.
 func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	proctest.Eventually(t, timeout, f)
 }
 
 // freeListeners binds n loopback listeners on free ports below the
@@ -245,25 +235,6 @@ func relisten(t testing.TB, peerURL string) net.Listener {
 	return ln
 }
 
-func httpDo(t testing.TB, method, url, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 // putEntry encodes a one-put request as a raft entry's data.
 func putEntry(key string, value []byte) []byte {
 	return wire.EncodeRequest(wire.Request{Ops: []wire.Op{{Kind: wire.Put, Key: key, Value: value}}})
@@ -281,4 +252,42 @@ func roundTripState(t testing.TB, s *kvstore) kvState {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// testHTTP is the client of the tests' own requests. Its timeout is above
+// the members' request timeout (3s), so a member's own answer comes first.
+var testHTTP = proctest.Client()
+
+// reply is an HTTP answer read in full.
+type reply struct {
+	code   int
+	body   string
+	header http.Header
+}
+
+// rev returns the revision in the reply's ETag, or 0 when there is none.
+func (r reply) rev() uint64 {
+	n, _ := parseETag(r.header.Get("ETag"))
+	return n
+}
+
+func (r reply) String() string { return fmt.Sprintf("%d %q", r.code, r.body) }
+
+// send makes one request and reads the whole answer; hdr lists header
+// names and values in turn. It never fails the test, so any goroutine may
+// use it. It is the one request helper of the package's tests; do is send
+// for the test goroutine.
+func send(ctx context.Context, client *http.Client, method, url, body string, hdr ...string) (reply, error) {
+	r, err := proctest.Send(ctx, client, method, url, body, hdr...)
+	return reply{code: r.Code, body: r.Body, header: r.Header}, err
+}
+
+// do is send with testHTTP; a request that gets no answer fails the test.
+func do(t testing.TB, method, url, body string, hdr ...string) reply {
+	t.Helper()
+	r, err := send(t.Context(), testHTTP, method, url, body, hdr...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return r
 }

@@ -35,8 +35,9 @@ type clusterAPI interface {
 	TransferLeader(ctx context.Context, id uint64) error
 }
 
-// httpKVAPI serves the client API: the original raftexample API on root
-// paths,
+// clientAPI serves everything a client reaches on the client port (the
+// original called it httpKVAPI; it now serves more than keys): the
+// original raftexample API on root paths,
 //
 //	PUT /{key}       set key (body = value)
 //	GET /{key}       read key
@@ -45,7 +46,7 @@ type clusterAPI interface {
 //	DELETE /{id}     remove member id (a decimal ID)
 //
 // the /v1 API (httpv1.go), and the operator's endpoints (httpcluster.go).
-type httpKVAPI struct {
+type clientAPI struct {
 	store           kvAPI
 	leases          leaseAPI // the store's leases; nil if it has none
 	cluster         clusterAPI
@@ -65,12 +66,12 @@ type httpKVAPI struct {
 	// certificate, on every route but /health.
 	requireClientCert bool
 
-	routes routeHandlers // built once by newHTTPKVAPI
+	routes routeHandlers // built once by newClientAPI
 }
 
-func newHTTPKVAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpConfig) *httpKVAPI {
+func newClientAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpConfig) *clientAPI {
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
-	h := &httpKVAPI{
+	h := &clientAPI{
 		store:           store,
 		cluster:         cluster,
 		status:          status,
@@ -111,9 +112,9 @@ type httpConfig struct {
 
 // closeStreams ends long-lived responses (watches) so a graceful shutdown
 // does not wait for them; register it with http.Server.RegisterOnShutdown.
-func (h *httpKVAPI) closeStreams() { h.closeOnce.Do(func() { close(h.closing) }) }
+func (h *clientAPI) closeStreams() { h.closeOnce.Do(func() { close(h.closing) }) }
 
-func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route, serve := h.route(r)
 	if h.requireClientCert && route != "health" && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 		route, serve = "refused", h.certificateRequired
@@ -127,7 +128,7 @@ func (h *httpKVAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // certificateRequired refuses a client without a certificate when
 // --client-cert-auth is on. The TLS handshake lets such a client in (it
 // verifies any certificate given) so that /health can answer probes.
-func (h *httpKVAPI) certificateRequired(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) certificateRequired(w http.ResponseWriter, r *http.Request) {
 	err := errors.New("forbidden: this member requires a client certificate signed by its --trusted-ca-file (--client-cert-auth)")
 	if strings.HasPrefix(r.URL.Path, "/v1") {
 		writeJSON(w, http.StatusForbidden, jsonError{Error: err.Error(), Code: http.StatusForbidden})
@@ -137,7 +138,7 @@ func (h *httpKVAPI) certificateRequired(w http.ResponseWriter, r *http.Request) 
 }
 
 // route picks the handler for r, and names the route for metrics.
-func (h *httpKVAPI) route(r *http.Request) (string, http.HandlerFunc) {
+func (h *clientAPI) route(r *http.Request) (string, http.HandlerFunc) {
 	p := r.URL.Path
 	switch {
 	case p == "/health":
@@ -178,7 +179,7 @@ type routeHandlers struct {
 	leases, locks, elections                                                       http.HandlerFunc
 }
 
-func (h *httpKVAPI) buildRoutes() routeHandlers {
+func (h *clientAPI) buildRoutes() routeHandlers {
 	return routeHandlers{
 		health:  h.getOrHead(h.health),
 		metrics: h.getOrHead(h.metrics.handler().ServeHTTP),
@@ -201,7 +202,7 @@ func (h *httpKVAPI) buildRoutes() routeHandlers {
 }
 
 // timed bounds a request by --request-timeout.
-func (h *httpKVAPI) timed(serve http.HandlerFunc) http.HandlerFunc {
+func (h *clientAPI) timed(serve http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), h.requestTimeout)
 		defer cancel()
@@ -210,7 +211,7 @@ func (h *httpKVAPI) timed(serve http.HandlerFunc) http.HandlerFunc {
 }
 
 // only answers 405 to methods other than method.
-func (h *httpKVAPI) only(method string, serve http.HandlerFunc) http.HandlerFunc {
+func (h *clientAPI) only(method string, serve http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != method {
 			h.methodNotAllowed(w, method)
@@ -222,7 +223,7 @@ func (h *httpKVAPI) only(method string, serve http.HandlerFunc) http.HandlerFunc
 
 // getOrHead answers 405 to methods other than GET and HEAD; net/http sends
 // only the headers of a HEAD answer. (A watch stream takes GET alone.)
-func (h *httpKVAPI) getOrHead(serve http.HandlerFunc) http.HandlerFunc {
+func (h *clientAPI) getOrHead(serve http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			h.methodNotAllowed(w, "GET, HEAD")
@@ -252,7 +253,7 @@ func (s *statusRecorder) Flush() {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // serveRoot serves the original API, with plain-text errors as it had.
-func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 	key := strings.TrimPrefix(r.URL.Path, "/")
 	ctx := r.Context()
 	switch r.Method {
@@ -274,7 +275,7 @@ func (h *httpKVAPI) serveRoot(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+func (h *clientAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
 	if err := h.checkRootKey(key); err != nil {
 		h.fail(w, err)
 		return
@@ -289,7 +290,7 @@ func (h *httpKVAPI) put(ctx context.Context, w http.ResponseWriter, r *http.Requ
 
 // writeRoot applies a root-path PUT or DELETE, honouring If-Match and
 // If-None-Match as /v1 does: a condition a client sends is never ignored.
-func (h *httpKVAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *http.Request, o wire.Op) {
+func (h *clientAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *http.Request, o wire.Op) {
 	var err error
 	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
 		h.fail(w, err)
@@ -308,7 +309,7 @@ func (h *httpKVAPI) writeRoot(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 }
 
-func (h *httpKVAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+func (h *clientAPI) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
 	if err := h.checkRootKey(key); err != nil {
 		h.fail(w, err)
 		return
@@ -341,7 +342,7 @@ func parseConsistency(r *http.Request) (serializable bool, err error) {
 	}
 }
 
-func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+func (h *clientAPI) delete(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
 	if err := h.checkRootKey(key); err != nil {
 		h.fail(w, err)
 		return
@@ -349,7 +350,7 @@ func (h *httpKVAPI) delete(ctx context.Context, w http.ResponseWriter, r *http.R
 	h.writeRoot(ctx, w, r, wire.Op{Kind: wire.Delete, Key: key})
 }
 
-func (h *httpKVAPI) addMember(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+func (h *clientAPI) addMember(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
 	id, err := parseMemberID(key)
 	if err != nil {
 		h.fail(w, err)
@@ -367,7 +368,7 @@ func (h *httpKVAPI) addMember(ctx context.Context, w http.ResponseWriter, r *htt
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *httpKVAPI) removeMember(ctx context.Context, w http.ResponseWriter, key string) {
+func (h *clientAPI) removeMember(ctx context.Context, w http.ResponseWriter, key string) {
 	id, err := parseMemberID(key)
 	if err != nil {
 		h.fail(w, err)
@@ -381,7 +382,7 @@ func (h *httpKVAPI) removeMember(ctx context.Context, w http.ResponseWriter, key
 }
 
 // checkRootKey checks a key from a root path.
-func (h *httpKVAPI) checkRootKey(key string) error {
+func (h *clientAPI) checkRootKey(key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", errInvalid)
 	}
@@ -390,7 +391,7 @@ func (h *httpKVAPI) checkRootKey(key string) error {
 
 // checkKey refuses a key (or a prefix, named by what) over --max-key-bytes
 // (main always sets one; in-process tests may leave it unbounded).
-func (h *httpKVAPI) checkKey(what, key string) error {
+func (h *clientAPI) checkKey(what, key string) error {
 	if h.maxKeyBytes > 0 && len(key) > h.maxKeyBytes {
 		return fmt.Errorf("%w: %s is %d bytes, over the limit of %d bytes (--max-key-bytes)", errInvalid, what, len(key), h.maxKeyBytes)
 	}
@@ -402,7 +403,7 @@ var (
 	errBodyTimeout = errors.New("request timeout")
 )
 
-func (h *httpKVAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (h *clientAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxRequestBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
@@ -418,12 +419,12 @@ func (h *httpKVAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 }
 
 // fail writes err as a plain-text answer with the status it calls for.
-func (h *httpKVAPI) fail(w http.ResponseWriter, err error) {
+func (h *clientAPI) fail(w http.ResponseWriter, err error) {
 	http.Error(w, err.Error(), h.statusCode(w, err))
 }
 
 // statusCode picks the status for err and sets the headers that go with it.
-func (h *httpKVAPI) statusCode(w http.ResponseWriter, err error) int {
+func (h *clientAPI) statusCode(w http.ResponseWriter, err error) int {
 	code := statusFor(err)
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", h.retryAfter)

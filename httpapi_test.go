@@ -133,7 +133,7 @@ func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
 }
 
 func newTestAPI(t *testing.T, f *fakeStore) *httptest.Server {
-	srv := httptest.NewServer(newHTTPKVAPI(f, f, f, httpConfig{
+	srv := httptest.NewServer(newClientAPI(f, f, f, httpConfig{
 		RequestTimeout: time.Second, MaxRequestBytes: 64, MaxKeyBytes: 8 << 10, RetryAfter: 1500 * time.Millisecond,
 		Logger: zap.NewNop(), Metrics: newMetrics(),
 	}))
@@ -144,14 +144,14 @@ func newTestAPI(t *testing.T, f *fakeStore) *httptest.Server {
 func TestHTTPKeyIsDecodedPathWithoutQuery(t *testing.T) {
 	f := newFakeStore()
 	srv := newTestAPI(t, f)
-	if code, _ := httpDo(t, http.MethodPut, srv.URL+"/my%20key?x=1", "v"); code != http.StatusNoContent {
-		t.Fatalf("PUT: %d", code)
+	if r := do(t, http.MethodPut, srv.URL+"/my%20key?x=1", "v"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT: %d", r.code)
 	}
 	if _, ok := f.kv["my key"]; !ok || len(f.kv) != 1 {
 		t.Fatalf("stored keys %v, want just \"my key\"", f.kv)
 	}
-	if code, body := httpDo(t, http.MethodGet, srv.URL+"/my%20key", ""); code != http.StatusOK || body != "v" {
-		t.Fatalf("GET: %d %q", code, body)
+	if r := do(t, http.MethodGet, srv.URL+"/my%20key", ""); r.code != http.StatusOK || r.body != "v" {
+		t.Fatalf("GET: %d %q", r.code, r.body)
 	}
 }
 
@@ -170,8 +170,8 @@ func TestHTTPDeleteKeyOrMember(t *testing.T) {
 		{"/0", http.StatusBadRequest}, // member IDs start at 1
 		{"/", http.StatusBadRequest},  // empty key
 	} {
-		if code, body := httpDo(t, http.MethodDelete, srv.URL+tc.path, ""); code != tc.want {
-			t.Errorf("DELETE %s: %d %q, want %d", tc.path, code, body, tc.want)
+		if r := do(t, http.MethodDelete, srv.URL+tc.path, ""); r.code != tc.want {
+			t.Errorf("DELETE %s: %d %q, want %d", tc.path, r.code, r.body, tc.want)
 		}
 	}
 }

@@ -27,7 +27,7 @@ type statusAPI interface {
 	Health(ctx context.Context, serializable bool) error
 }
 
-func (h *httpKVAPI) health(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) health(w http.ResponseWriter, r *http.Request) {
 	_, serializable := r.URL.Query()["serializable"]
 	if err := h.status.Health(r.Context(), serializable); err != nil {
 		w.Header().Set("Retry-After", h.retryAfter)
@@ -37,7 +37,7 @@ func (h *httpKVAPI) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"health": "true"})
 }
 
-func (h *httpKVAPI) statusReport(w http.ResponseWriter, _ *http.Request) {
+func (h *clientAPI) statusReport(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.status.Status())
 }
 
@@ -46,7 +46,7 @@ func (h *httpKVAPI) statusReport(w http.ResponseWriter, _ *http.Request) {
 // without a method, so that other methods get the API's JSON 405 with Allow
 // rather than the mux's plain-text one; other paths under /v1/members are
 // the API's JSON 404.
-func (h *httpKVAPI) membersMux() *http.ServeMux {
+func (h *clientAPI) membersMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	list := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string][]memberInfo{"members": h.cluster.ListMembers()})
@@ -68,7 +68,7 @@ func (h *httpKVAPI) membersMux() *http.ServeMux {
 
 // memberAction serves a request on /v1/members/{id}...: 204 once do has
 // done its work on the member the path names.
-func (h *httpKVAPI) memberAction(do func(context.Context, uint64) error) http.HandlerFunc {
+func (h *clientAPI) memberAction(do func(context.Context, uint64) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := parseMemberID(r.PathValue("id"))
 		if err == nil {
@@ -83,11 +83,11 @@ func (h *httpKVAPI) memberAction(do func(context.Context, uint64) error) http.Ha
 }
 
 // allowOnly answers every request with the JSON 405 naming allow.
-func (h *httpKVAPI) allowOnly(allow string) http.HandlerFunc {
+func (h *clientAPI) allowOnly(allow string) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) { h.methodNotAllowed(w, allow) }
 }
 
-func (h *httpKVAPI) addMemberJSON(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) addMemberJSON(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		PeerURL string  `json:"peerURL"`
 		ID      *uint64 `json:"id"` // absent: the cluster picks one
@@ -112,7 +112,7 @@ func (h *httpKVAPI) addMemberJSON(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, m)
 }
 
-func (h *httpKVAPI) transferLeader(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) transferLeader(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		ID uint64 `json:"id"`
 	}
@@ -132,7 +132,7 @@ func (h *httpKVAPI) transferLeader(w http.ResponseWriter, r *http.Request) {
 }
 
 // decodeJSON reads a size-limited JSON object with no unknown fields.
-func (h *httpKVAPI) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+func (h *clientAPI) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := h.readBody(w, r)
 	if err != nil {
 		return err
@@ -158,7 +158,7 @@ func decodeStrictJSON(body []byte, v any) error {
 	return nil
 }
 
-func (h *httpKVAPI) methodNotAllowed(w http.ResponseWriter, allow string) {
+func (h *clientAPI) methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
 	writeJSON(w, http.StatusMethodNotAllowed, jsonError{Error: "method not allowed", Code: http.StatusMethodNotAllowed})
 }

@@ -14,8 +14,8 @@ import (
 func TestHTTPHeadOnGetRoutes(t *testing.T) {
 	f := newFakeStore()
 	srv := newTestAPI(t, f)
-	if code, _ := httpDo(t, http.MethodPut, srv.URL+"/k", "value"); code != http.StatusNoContent {
-		t.Fatalf("PUT: %d", code)
+	if r := do(t, http.MethodPut, srv.URL+"/k", "value"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT: %d", r.code)
 	}
 	for _, path := range []string{"/k", "/v1/kv/k", "/v1/kv?prefix=", "/v1/status", "/v1/members", "/health", "/metrics"} {
 		get := do(t, http.MethodGet, srv.URL+path, "")
@@ -23,15 +23,15 @@ func TestHTTPHeadOnGetRoutes(t *testing.T) {
 		if head.code != get.code || len(head.body) != 0 {
 			t.Errorf("HEAD %s: %d with %d body bytes; GET answers %d", path, head.code, len(head.body), get.code)
 		}
-		if head.hdr.Get("ETag") != get.hdr.Get("ETag") {
-			t.Errorf("HEAD %s: ETag %q, GET's is %q", path, head.hdr.Get("ETag"), get.hdr.Get("ETag"))
+		if head.header.Get("ETag") != get.header.Get("ETag") {
+			t.Errorf("HEAD %s: ETag %q, GET's is %q", path, head.header.Get("ETag"), get.header.Get("ETag"))
 		}
 	}
 	if r := do(t, http.MethodHead, srv.URL+"/v1/watch?key=k", ""); r.code != http.StatusMethodNotAllowed {
 		t.Errorf("HEAD /v1/watch: %d, want 405", r.code)
 	}
-	if r := do(t, http.MethodPatch, srv.URL+"/v1/status", ""); r.code != http.StatusMethodNotAllowed || r.hdr.Get("Allow") != "GET, HEAD" {
-		t.Errorf("PATCH /v1/status: %d Allow %q, want 405 with GET, HEAD", r.code, r.hdr.Get("Allow"))
+	if r := do(t, http.MethodPatch, srv.URL+"/v1/status", ""); r.code != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("PATCH /v1/status: %d Allow %q, want 405 with GET, HEAD", r.code, r.header.Get("Allow"))
 	}
 }
 
@@ -52,8 +52,8 @@ func TestV1GetIfNoneMatch(t *testing.T) {
 		{fmt.Sprintf(`"%d"`, rev+1), http.StatusOK},
 	} {
 		r := do(t, http.MethodGet, srv.URL+"/v1/kv/k", "", "If-None-Match", tc.header)
-		if r.code != tc.want || r.hdr.Get("ETag") != cur {
-			t.Errorf("If-None-Match %s: %d ETag %q, want %d with %s", tc.header, r.code, r.hdr.Get("ETag"), tc.want, cur)
+		if r.code != tc.want || r.header.Get("ETag") != cur {
+			t.Errorf("If-None-Match %s: %d ETag %q, want %d with %s", tc.header, r.code, r.header.Get("ETag"), tc.want, cur)
 		}
 		if want := map[int]string{304: "", 200: "value"}[tc.want]; string(r.body) != want {
 			t.Errorf("If-None-Match %s: body %q, want %q", tc.header, r.body, want)
@@ -104,9 +104,9 @@ func TestMembersRoutesMethods(t *testing.T) {
 	} {
 		r := do(t, tc.method, srv.URL+tc.path, "")
 		var je jsonError
-		jsonErr := json.Unmarshal(r.body, &je)
-		if r.code != tc.want || r.hdr.Get("Allow") != tc.allow || (tc.want >= 400 && (jsonErr != nil || je.Code != tc.want)) {
-			t.Errorf("%s %s: %d Allow %q body %s, want %d with Allow %q and a JSON error", tc.method, tc.path, r.code, r.hdr.Get("Allow"), r.body, tc.want, tc.allow)
+		jsonErr := json.Unmarshal([]byte(r.body), &je)
+		if r.code != tc.want || r.header.Get("Allow") != tc.allow || (tc.want >= 400 && (jsonErr != nil || je.Code != tc.want)) {
+			t.Errorf("%s %s: %d Allow %q body %s, want %d with Allow %q and a JSON error", tc.method, tc.path, r.code, r.header.Get("Allow"), r.body, tc.want, tc.allow)
 		}
 	}
 }

@@ -51,7 +51,7 @@ func newJSONLease(l leaseInfo, withRemaining bool) jsonLease {
 	return j
 }
 
-func (h *httpKVAPI) leasesMux() *http.ServeMux {
+func (h *clientAPI) leasesMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/leases", h.listLeases)
 	mux.HandleFunc("POST /v1/leases", h.grantLease)
@@ -68,7 +68,7 @@ func (h *httpKVAPI) leasesMux() *http.ServeMux {
 }
 
 // withLeases serves a lease route, or 404 when the store has no leases.
-func (h *httpKVAPI) withLeases(serve http.HandlerFunc) http.HandlerFunc {
+func (h *clientAPI) withLeases(serve http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if h.leases == nil {
 			h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s (this store has no leases)", errNotFound, r.URL.Path))
@@ -97,7 +97,7 @@ func parseTTL(raw json.RawMessage) (time.Duration, error) {
 	return d, validTTL(d)
 }
 
-func (h *httpKVAPI) grantLease(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) grantLease(w http.ResponseWriter, r *http.Request) {
 	body, err := h.readBody(w, r)
 	if err != nil {
 		h.jsonFail(w, err)
@@ -138,7 +138,7 @@ func leaseID(r *http.Request) (uint64, error) {
 	return id, nil
 }
 
-func (h *httpKVAPI) keepAlive(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) keepAlive(w http.ResponseWriter, r *http.Request) {
 	id, err := leaseID(r)
 	var ttl time.Duration
 	if err == nil {
@@ -151,7 +151,7 @@ func (h *httpKVAPI) keepAlive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, newJSONLease(leaseInfo{ID: id, TTL: ttl, Remaining: ttl}, true))
 }
 
-func (h *httpKVAPI) revokeLease(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) revokeLease(w http.ResponseWriter, r *http.Request) {
 	id, err := leaseID(r)
 	var rev uint64
 	if err == nil {
@@ -165,7 +165,7 @@ func (h *httpKVAPI) revokeLease(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *httpKVAPI) getLease(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) getLease(w http.ResponseWriter, r *http.Request) {
 	id, err := leaseID(r)
 	serializable := false
 	if err == nil {
@@ -189,7 +189,7 @@ func (h *httpKVAPI) getLease(w http.ResponseWriter, r *http.Request) {
 	}{j, l.Keys})
 }
 
-func (h *httpKVAPI) listLeases(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) listLeases(w http.ResponseWriter, r *http.Request) {
 	serializable, err := parseConsistency(r)
 	var ls []leaseInfo
 	if err == nil {

@@ -37,7 +37,7 @@ var errWaitElapsed = errors.New("wait elapsed")
 // listener's write timeout.
 const maxLockWait = time.Minute
 
-func (h *httpKVAPI) locksMux() *http.ServeMux {
+func (h *clientAPI) locksMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/locks/{name}", h.lock)
 	mux.HandleFunc("/v1/locks/{name}", h.allowOnly("POST"))
@@ -45,7 +45,7 @@ func (h *httpKVAPI) locksMux() *http.ServeMux {
 	return mux
 }
 
-func (h *httpKVAPI) electionsMux() *http.ServeMux {
+func (h *clientAPI) electionsMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/elections/{name}", h.timed(h.electionLeader))
 	mux.HandleFunc("/v1/elections/{name}", h.allowOnly("GET, HEAD"))
@@ -59,7 +59,7 @@ func (h *httpKVAPI) electionsMux() *http.ServeMux {
 	return mux
 }
 
-func (h *httpKVAPI) noEndpoint(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) noEndpoint(w http.ResponseWriter, r *http.Request) {
 	h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
 }
 
@@ -76,7 +76,7 @@ type contenderRequest struct {
 
 // readContender reads a contender's body and the name from the path;
 // withValue says whether a value is allowed (campaign).
-func (h *httpKVAPI) readContender(w http.ResponseWriter, r *http.Request, withValue bool) (string, contenderRequest, error) {
+func (h *clientAPI) readContender(w http.ResponseWriter, r *http.Request, withValue bool) (string, contenderRequest, error) {
 	name := r.PathValue("name")
 	if err := h.checkKey("name", name+"/ffffffffffffffff"); err != nil {
 		return "", contenderRequest{}, err
@@ -104,7 +104,7 @@ func (h *httpKVAPI) readContender(w http.ResponseWriter, r *http.Request, withVa
 // waitBound reads ?wait=: how long a lock or campaign may wait, and
 // whether the client set it (408 when it passes). Without it, the bound is
 // --request-timeout and the answer 504, as for any request.
-func (h *httpKVAPI) waitBound(r *http.Request) (bound time.Duration, explicit bool, err error) {
+func (h *clientAPI) waitBound(r *http.Request) (bound time.Duration, explicit bool, err error) {
 	s := r.URL.Query().Get("wait")
 	if s == "" {
 		return h.requestTimeout, false, nil
@@ -127,7 +127,7 @@ type jsonHolder struct {
 	ValueB64 []byte  `json:"valueBase64,omitempty"`
 }
 
-func (h *httpKVAPI) lock(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) lock(w http.ResponseWriter, r *http.Request) {
 	name, req, err := h.readContender(w, r, false)
 	if err != nil {
 		h.jsonFail(w, err)
@@ -141,7 +141,7 @@ func (h *httpKVAPI) lock(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, jsonHolder{Key: it.Key, Fencing: it.CreateRev, Lease: it.Lease})
 }
 
-func (h *httpKVAPI) campaign(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) campaign(w http.ResponseWriter, r *http.Request) {
 	name, req, err := h.readContender(w, r, true)
 	if err != nil {
 		h.jsonFail(w, err)
@@ -175,7 +175,7 @@ func newJSONHolder(it kvItem) jsonHolder {
 // again with the same lease is the same hold); otherwise it is a campaign's
 // value, written over an existing key's. If the wait ends without the hold,
 // the key is deleted before answering.
-func (h *httpKVAPI) contend(r *http.Request, name string, lease uint64, value []byte) (kvItem, error) {
+func (h *clientAPI) contend(r *http.Request, name string, lease uint64, value []byte) (kvItem, error) {
 	bound, explicit, err := h.waitBound(r)
 	if err != nil {
 		return kvItem{}, err
@@ -211,7 +211,7 @@ func waitErr(ctx context.Context, err error, explicit bool) error {
 
 // withdraw deletes a contender's key after its wait failed, with a request
 // timeout of its own: the request's has run out.
-func (h *httpKVAPI) withdraw(key string) {
+func (h *clientAPI) withdraw(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.requestTimeout)
 	defer cancel()
 	h.store.Txn(ctx, []wire.Op{{Kind: wire.Delete, Key: key}})
@@ -219,7 +219,7 @@ func (h *httpKVAPI) withdraw(key string) {
 
 // putContender creates key on lease if it is absent, or, for a campaign,
 // writes value over it; it returns the key as written.
-func (h *httpKVAPI) putContender(ctx context.Context, key string, lease uint64, value []byte) (kvItem, error) {
+func (h *clientAPI) putContender(ctx context.Context, key string, lease uint64, value []byte) (kvItem, error) {
 	put := wire.Op{Kind: wire.Put, Key: key, Value: value, Lease: lease, Cond: wire.CondAbsent}
 	if value == nil {
 		put.Value = []byte{}
@@ -252,7 +252,7 @@ func (h *httpKVAPI) putContender(ctx context.Context, key string, lease uint64, 
 
 // waitTurn returns once me is the oldest key under prefix, waiting each
 // time for the key just before it to go.
-func (h *httpKVAPI) waitTurn(ctx context.Context, prefix string, me kvItem) error {
+func (h *clientAPI) waitTurn(ctx context.Context, prefix string, me kvItem) error {
 	for {
 		items, rev, err := h.listAll(ctx, prefix)
 		if err != nil {
@@ -286,7 +286,7 @@ func (h *httpKVAPI) waitTurn(ctx context.Context, prefix string, me kvItem) erro
 
 // listAll lists every key under prefix on this member, and the revision
 // of the first page: a watch from it sees every change after the listing.
-func (h *httpKVAPI) listAll(ctx context.Context, prefix string) ([]kvItem, uint64, error) {
+func (h *clientAPI) listAll(ctx context.Context, prefix string) ([]kvItem, uint64, error) {
 	var items []kvItem
 	var rev uint64
 	after := ""
@@ -308,7 +308,7 @@ func (h *httpKVAPI) listAll(ctx context.Context, prefix string) ([]kvItem, uint6
 
 // waitDeleted waits, from revision rev on, until pred is deleted (true) or
 // mine is deleted, or the watch is cut off (false: check again).
-func (h *httpKVAPI) waitDeleted(ctx context.Context, pred, mine string, rev uint64) (bool, error) {
+func (h *clientAPI) waitDeleted(ctx context.Context, pred, mine string, rev uint64) (bool, error) {
 	pw, backlog, _, err := h.store.Watch(pred, false, rev, true)
 	if errors.As(err, new(*compactedError)) {
 		return false, nil
@@ -378,7 +378,7 @@ func leaderOf(items []kvItem) (kvItem, bool) {
 	return lead, lead.Key != ""
 }
 
-func (h *httpKVAPI) electionLeader(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) electionLeader(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	serializable, err := parseConsistency(r)
 	if err == nil && !serializable {
@@ -401,7 +401,7 @@ func (h *httpKVAPI) electionLeader(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, newJSONHolder(lead))
 }
 
-func (h *httpKVAPI) resign(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) resign(w http.ResponseWriter, r *http.Request) {
 	name, req, err := h.readContender(w, r, false)
 	if err != nil {
 		h.jsonFail(w, err)
@@ -422,7 +422,7 @@ func (h *httpKVAPI) resign(w http.ResponseWriter, r *http.Request) {
 // observe streams the election's leader as server-sent events: the current
 // one first (if any), then one event each time the leader or its value
 // changes. A vacancy sends nothing; the next leader's event follows it.
-func (h *httpKVAPI) observe(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) observe(w http.ResponseWriter, r *http.Request) {
 	prefix := r.PathValue("name") + "/"
 	if err := h.checkKey("name", prefix); err != nil {
 		h.jsonFail(w, err)
@@ -463,7 +463,7 @@ func (h *httpKVAPI) observe(w http.ResponseWriter, r *http.Request) {
 
 // awaitChange returns once wt delivers a revision or ends, sending
 // heartbeats meanwhile, or when the client or the server goes.
-func (h *httpKVAPI) awaitChange(ctx context.Context, wt *watcher, sse *sseWriter, heartbeat <-chan time.Time) {
+func (h *clientAPI) awaitChange(ctx context.Context, wt *watcher, sse *sseWriter, heartbeat <-chan time.Time) {
 	for sse.err == nil {
 		select {
 		case evs, ok := <-wt.Revisions():

@@ -27,7 +27,7 @@ const (
 	maxListLimit     = 10000
 )
 
-func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) v1Key(w http.ResponseWriter, r *http.Request) {
 	key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
 	if key == "" {
 		h.jsonFail(w, fmt.Errorf("%w: empty key", errInvalid))
@@ -47,7 +47,7 @@ func (h *httpKVAPI) v1Key(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *httpKVAPI) v1Get(w http.ResponseWriter, r *http.Request, key string) {
+func (h *clientAPI) v1Get(w http.ResponseWriter, r *http.Request, key string) {
 	serializable, err := parseConsistency(r)
 	if err != nil {
 		h.jsonFail(w, err)
@@ -83,7 +83,7 @@ func etagMatches(header string, rev uint64) bool {
 	return false
 }
 
-func (h *httpKVAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) {
+func (h *clientAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) {
 	o := wire.Op{Kind: wire.Delete, Key: key}
 	if r.Method == http.MethodPut {
 		v, err := h.readBody(w, r)
@@ -201,7 +201,7 @@ func newJSONItem(it kvItem) jsonKey {
 	return k
 }
 
-func (h *httpKVAPI) list(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit := defaultListLimit
 	if s := q.Get("limit"); s != "" {
@@ -277,7 +277,7 @@ func (t txnOp) toOp() (wire.Op, error) {
 	return o, nil
 }
 
-func (h *httpKVAPI) txn(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) txn(w http.ResponseWriter, r *http.Request) {
 	body, err := h.readBody(w, r)
 	if err != nil {
 		h.jsonFail(w, err)
@@ -399,7 +399,7 @@ func newJSONEvent(e event) jsonEvent {
 // watch streams changes as server-sent events until the client leaves, the
 // member shuts down, or the watcher falls behind (then a final "cutoff"
 // event names the revision to resume after).
-func (h *httpKVAPI) watch(w http.ResponseWriter, r *http.Request) {
+func (h *clientAPI) watch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("key") == q.Has("prefix") {
 		h.jsonFail(w, fmt.Errorf("%w: watch needs exactly one of key= or prefix=", errInvalid))
@@ -544,7 +544,7 @@ type jsonError struct {
 	Code  int    `json:"code"`
 }
 
-func (h *httpKVAPI) jsonFail(w http.ResponseWriter, err error) {
+func (h *clientAPI) jsonFail(w http.ResponseWriter, err error) {
 	code := h.statusCode(w, err)
 	writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
 }

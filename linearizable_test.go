@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"go.etcd.io/etcd/client/pkg/v3/types"
+
+	"raftexample/internal/kvhistory"
 )
 
 // Linearizability: reads never return stale data, checked with a partition
@@ -105,7 +106,7 @@ func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
 			if time.Now().After(deadline) {
 				return
 			}
-			r, err := sendBytes(context.Background(), testHTTP, http.MethodGet, old.srv.URL+"/x", nil)
+			r, err := send(context.Background(), testHTTP, http.MethodGet, old.srv.URL+"/x", "")
 			switch {
 			case err != nil:
 				tl.bad = append(tl.bad, err.Error())
@@ -163,7 +164,7 @@ func TestPartitionedLeaderRefusesStaleReads(t *testing.T) {
 func awaitHealedRead(t *testing.T, m *member, stale, want string) {
 	t.Helper()
 	eventually(t, 15*time.Second, func() error {
-		r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/x", nil)
+		r, err := send(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/x", "")
 		switch {
 		case err != nil:
 			return err
@@ -226,9 +227,9 @@ func TestFollowerOfCutOffLeaderRefusesStaleReads(t *testing.T) {
 	awaitHealedRead(t, follower, "old", "new")
 }
 
-// ---- porcupine model ----
+// ---- the history, on the model of internal/kvhistory ----
 
-// The model is a register per key holding a value, or nothing. Every write
+// Each key is a group of its own (kvhistory's keys in slot 0). Every write
 // in the test writes a value no other write uses, so a value names the
 // write that produced it, and so does a revision (the raft index of that
 // write): "the key is at revision R", which If-Match checks, is the same as
@@ -236,159 +237,52 @@ func TestFollowerOfCutOffLeaderRefusesStaleReads(t *testing.T) {
 // pairing separately (see revisionLog), which lets the model compare
 // values rather than predict raft indices.
 
-type linKind int
-
-const (
-	linGet linKind = iota
-	linPut
-	linDelete
-	linCAS // PUT with If-Match of the revision read with expect, or If-None-Match: * when expect is ""
-)
-
-type linInput struct {
-	kind   linKind
-	key    string
-	value  string // put, cas: the new value
-	expect string // cas: the value the condition names ("" = absent)
-}
-
-type linOutput struct {
-	unknown bool   // no definite answer: the write may or may not have applied
-	found   bool   // get: 200; delete: 204 (not 404); cas: 204 (not 412)
-	value   string // get: the value read
-}
-
-var kvModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		var keys []string
-		for _, op := range history {
-			k := op.Input.(linInput).key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], op)
-		}
-		slices.Sort(keys)
-		out := make([][]porcupine.Operation, len(keys))
-		for i, k := range keys {
-			out[i] = byKey[k]
-		}
-		return out
-	},
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
-		st, in, out := state.(string), input.(linInput), output.(linOutput)
-		switch in.kind {
-		case linGet:
-			if out.found {
-				return st != "" && st == out.value, st
-			}
-			return st == "", st
-		case linPut:
-			// A put with no answer may have applied; if it did not, the
-			// checker places it after everything else (its return is at the
-			// end of time), where it changes nothing anyone saw.
-			return true, in.value
-		case linDelete:
-			switch {
-			case out.unknown:
-				return true, ""
-			case out.found:
-				return st != "", ""
-			default:
-				return st == "", ""
-			}
-		case linCAS:
-			holds := st == in.expect
-			switch {
-			case out.unknown:
-				if holds {
-					return true, in.value
-				}
-				return true, st
-			case out.found:
-				return holds, in.value
-			default:
-				return !holds, st
-			}
-		}
-		return false, st
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(linInput), output.(linOutput)
-		res := "?"
-		switch {
-		case out.unknown:
-		case in.kind == linGet && out.found:
-			res = strconv.Quote(out.value)
-		case out.found:
-			res = "ok"
-		case in.kind == linCAS:
-			res = "412"
-		default:
-			res = "404"
-		}
-		switch in.kind {
-		case linGet:
-			return fmt.Sprintf("get(%s) → %s", in.key, res)
-		case linPut:
-			return fmt.Sprintf("put(%s, %s) → %s", in.key, in.value, res)
-		case linDelete:
-			return fmt.Sprintf("delete(%s) → %s", in.key, res)
-		default:
-			return fmt.Sprintf("cas(%s, %q → %s) → %s", in.key, in.expect, in.value, res)
-		}
-	},
-	DescribeState: func(state any) string {
-		if state.(string) == "" {
-			return "(absent)"
-		}
-		return strconv.Quote(state.(string))
-	},
-}
-
-// The model accepts legal histories and rejects illegal ones, so a pass of
-// the real check means something.
-func TestKVModel(t *testing.T) {
-	op := func(call, ret int64, in linInput, out linOutput) porcupine.Operation {
-		return porcupine.Operation{Input: in, Output: out, Call: call, Return: ret}
+// linInput is one operation on key: a get, put or delete, or a
+// compare-and-set (a put on the condition that key holds expect, or is
+// absent when expect is "").
+func linInput(kind kvhistory.Kind, key, value string, cas bool, expect string) kvhistory.Input {
+	op := kvhistory.Op{Kind: kind, Value: value}
+	desc := fmt.Sprintf("%s(%s)", map[kvhistory.Kind]string{kvhistory.Get: "get", kvhistory.Put: "put", kvhistory.Delete: "delete"}[kind], key)
+	switch {
+	case cas && expect == "":
+		op.Cond = kvhistory.CondAbsent
+		desc = fmt.Sprintf("cas(%s, absent → %s)", key, value)
+	case cas:
+		op.Cond, op.Expect = kvhistory.CondValue, expect
+		desc = fmt.Sprintf("cas(%s, %q → %s)", key, expect, value)
+	case kind == kvhistory.Put:
+		desc = fmt.Sprintf("put(%s, %s)", key, value)
 	}
-	put := func(v string) linInput { return linInput{kind: linPut, key: "k", value: v} }
-	get := linInput{kind: linGet, key: "k"}
-	del := linInput{kind: linDelete, key: "k"}
-	cas := func(expect, v string) linInput { return linInput{kind: linCAS, key: "k", value: v, expect: expect} }
-	read := func(v string) linOutput { return linOutput{found: v != "", value: v} }
-	ok, failed, unknown := linOutput{found: true}, linOutput{}, linOutput{unknown: true}
-	for _, tc := range []struct {
-		name    string
-		history []porcupine.Operation
-		legal   bool
-	}{
-		{"read after write", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, get, read("a"))}, true},
-		{"stale read", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, put("b"), ok), op(4, 5, get, read("a"))}, false},
-		{"concurrent read may see either", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 5, put("b"), ok), op(3, 4, get, read("a"))}, true},
-		{"read of nothing written", []porcupine.Operation{op(0, 1, get, read("x"))}, false},
-		{"absent at first", []porcupine.Operation{op(0, 1, get, read("")), op(2, 3, del, failed)}, true},
-		{"delete of a present key says 404", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, del, failed)}, false},
-		{"delete of an absent key says 204", []porcupine.Operation{op(0, 1, del, ok)}, false},
-		{"read after delete", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, del, ok), op(4, 5, get, read("a"))}, false},
-		{"cas on the current value", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, cas("a", "b"), ok), op(4, 5, get, read("b"))}, true},
-		{"cas on a stale value succeeds", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, put("b"), ok), op(4, 5, cas("a", "c"), ok)}, false},
-		{"cas on the current value fails", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, cas("a", "b"), failed)}, false},
-		{"cas on absence", []porcupine.Operation{op(0, 1, cas("", "a"), ok), op(2, 3, cas("", "b"), failed), op(4, 5, get, read("a"))}, true},
-		{"two cas from one value both succeed", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 5, cas("a", "b"), ok), op(3, 6, cas("a", "c"), ok)}, false},
-		{"unknown put seen later", []porcupine.Operation{op(0, math.MaxInt64, put("a"), unknown), op(2, 3, get, read("a"))}, true},
-		{"unknown put never applied", []porcupine.Operation{op(0, math.MaxInt64, put("a"), unknown), op(2, 3, get, read(""))}, true},
-		{"unknown put seen, then gone", []porcupine.Operation{op(0, math.MaxInt64, put("a"), unknown), op(2, 3, get, read("a")), op(4, 5, get, read(""))}, false},
-		{"unknown cas applied", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, math.MaxInt64, cas("a", "b"), unknown), op(4, 5, get, read("b"))}, true},
-		{"unknown cas on a stale value applied", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, 3, put("c"), ok), op(4, math.MaxInt64, cas("a", "b"), unknown), op(5, 6, get, read("b"))}, false},
-		{"unknown delete", []porcupine.Operation{op(0, 1, put("a"), ok), op(2, math.MaxInt64, del, unknown), op(3, 4, get, read("")), op(5, 6, get, read(""))}, true},
-	} {
-		if got := porcupine.CheckOperations(kvModel, tc.history); got != tc.legal {
-			t.Errorf("%s: linearizable = %v, want %v", tc.name, got, tc.legal)
-		}
+	return kvhistory.Input{Group: key, Ops: []kvhistory.Op{op}, Desc: desc}
+}
+
+// linKind names an operation for the tallies: get, put, delete or cas.
+func linKind(in kvhistory.Input) string {
+	switch op := in.Ops[0]; {
+	case op.Cond != kvhistory.CondNone:
+		return "cas"
+	case op.Kind == kvhistory.Get:
+		return "get"
+	case op.Kind == kvhistory.Put:
+		return "put"
+	default:
+		return "delete"
 	}
+}
+
+// linOK reports whether an answered operation found what it looked for: a
+// get its key (200), a put its success, a delete its key (204, not 404), a
+// cas its condition (204, not 412).
+func linOK(in kvhistory.Input, out kvhistory.Output) bool {
+	switch {
+	case out.Failed:
+		return false
+	case in.IsRead():
+		return out.Value != ""
+	case out.Found != nil:
+		return out.Found[0]
+	}
+	return true
 }
 
 // revisionLog checks that each revision seen names one value and each value
@@ -433,23 +327,23 @@ func (c *linClient) now() int64 { return time.Since(c.start).Nanoseconds() }
 // record adds an operation; one without a definite answer gets return time
 // "never" (fixed after the run), and the client continues under a new ID,
 // as porcupine's visualization expects one pending call per client.
-func (c *linClient) record(call int64, in linInput, out linOutput) {
+func (c *linClient) record(call int64, in kvhistory.Input, out kvhistory.Output) {
 	ret := c.now()
-	if out.unknown {
+	if out.Unknown {
 		ret = math.MaxInt64
 	}
 	c.ops = append(c.ops, porcupine.Operation{ClientId: c.id, Input: in, Output: out, Call: call, Return: ret})
-	if out.unknown {
+	if out.Unknown {
 		c.id = int(c.nextID.Add(1)) - 1
 	}
 }
 
 // indefinite reports whether a write's answer leaves its outcome open.
-func indefinite(r v1Reply, err error) bool {
+func indefinite(r reply, err error) bool {
 	return err != nil || r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout
 }
 
-func (c *linClient) unexpected(what string, r v1Reply, err error) {
+func (c *linClient) unexpected(what string, r reply, err error) {
 	c.errs = append(c.errs, fmt.Sprintf("%s: %v %v", what, r, err))
 }
 
@@ -459,19 +353,19 @@ func (c *linClient) base() string { return c.members[c.rng.IntN(len(c.members))]
 // answer came (a read without one changes nothing and is left out).
 func (c *linClient) get(ctx context.Context, key string) (value string, rev uint64, ok bool) {
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodGet, c.base()+"/v1/kv/"+key, nil)
+	r, err := send(ctx, c.http, http.MethodGet, c.base()+"/v1/kv/"+key, "")
 	switch {
 	case err == nil && r.code == http.StatusOK:
-		rev, perr := parseETag(r.hdr.Get("ETag"))
+		rev, perr := parseETag(r.header.Get("ETag"))
 		if perr != nil || len(r.body) == 0 {
 			c.unexpected("GET "+key, r, perr)
 			return "", 0, false
 		}
 		c.revs.see(key, string(r.body), rev)
-		c.record(call, linInput{kind: linGet, key: key}, linOutput{found: true, value: string(r.body)})
+		c.record(call, linInput(kvhistory.Get, key, "", false, ""), kvhistory.Output{Value: string(r.body)})
 		return string(r.body), rev, true
 	case err == nil && r.code == http.StatusNotFound:
-		c.record(call, linInput{kind: linGet, key: key}, linOutput{})
+		c.record(call, linInput(kvhistory.Get, key, "", false, ""), kvhistory.Output{})
 		return "", 0, true
 	case indefinite(r, err):
 		return "", 0, false
@@ -487,40 +381,41 @@ func (c *linClient) newValue() string {
 }
 
 func (c *linClient) put(ctx context.Context, key string) {
-	in := linInput{kind: linPut, key: key, value: c.newValue()}
+	value := c.newValue()
+	in := linInput(kvhistory.Put, key, value, false, "")
 	v1 := c.rng.IntN(2) == 0
 	u := c.base() + "/" + key
 	if v1 {
 		u = c.base() + "/v1/kv/" + key
 	}
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodPut, u, []byte(in.value))
+	r, err := send(ctx, c.http, http.MethodPut, u, value)
 	switch {
 	case err == nil && r.code == http.StatusNoContent:
 		if v1 {
-			c.revs.see(key, in.value, r.rev())
+			c.revs.see(key, value, r.rev())
 		}
-		c.record(call, in, linOutput{found: true})
+		c.record(call, in, kvhistory.Output{})
 	case indefinite(r, err):
-		c.record(call, in, linOutput{unknown: true})
+		c.record(call, in, kvhistory.Output{Unknown: true})
 	default:
 		c.unexpected("PUT "+key, r, err)
 	}
 }
 
 func (c *linClient) delete(ctx context.Context, key string) {
-	in := linInput{kind: linDelete, key: key}
+	in := linInput(kvhistory.Delete, key, "", false, "")
 	u := c.base() + "/" + key
 	if c.rng.IntN(2) == 0 {
 		u = c.base() + "/v1/kv/" + key
 	}
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodDelete, u, nil)
+	r, err := send(ctx, c.http, http.MethodDelete, u, "")
 	switch {
 	case err == nil && (r.code == http.StatusNoContent || r.code == http.StatusNotFound):
-		c.record(call, in, linOutput{found: r.code == http.StatusNoContent})
+		c.record(call, in, kvhistory.Output{Found: []bool{r.code == http.StatusNoContent}})
 	case indefinite(r, err):
-		c.record(call, in, linOutput{unknown: true})
+		c.record(call, in, kvhistory.Output{Unknown: true})
 	default:
 		c.unexpected("DELETE "+key, r, err)
 	}
@@ -533,21 +428,22 @@ func (c *linClient) cas(ctx context.Context, key string) {
 	if !ok {
 		return
 	}
-	in := linInput{kind: linCAS, key: key, value: c.newValue(), expect: old}
+	value := c.newValue()
+	in := linInput(kvhistory.Put, key, value, true, old)
 	cond := []string{"If-None-Match", "*"}
 	if old != "" {
 		cond = []string{"If-Match", fmt.Sprintf(`"%d"`, rev)}
 	}
 	call := c.now()
-	r, err := sendBytes(ctx, c.http, http.MethodPut, c.base()+"/v1/kv/"+key, []byte(in.value), cond...)
+	r, err := send(ctx, c.http, http.MethodPut, c.base()+"/v1/kv/"+key, value, cond...)
 	switch {
 	case err == nil && r.code == http.StatusNoContent:
-		c.revs.see(key, in.value, r.rev())
-		c.record(call, in, linOutput{found: true})
+		c.revs.see(key, value, r.rev())
+		c.record(call, in, kvhistory.Output{})
 	case err == nil && r.code == http.StatusPreconditionFailed:
-		c.record(call, in, linOutput{})
+		c.record(call, in, kvhistory.Output{Failed: true})
 	case indefinite(r, err):
-		c.record(call, in, linOutput{unknown: true})
+		c.record(call, in, kvhistory.Output{Unknown: true})
 	default:
 		c.unexpected("CAS "+key, r, err)
 	}
@@ -618,12 +514,12 @@ func TestLinearizableHistory(t *testing.T) {
 			t.Errorf("client: unexpected answer %s", e)
 		}
 		for _, op := range cl.ops {
-			in, out := op.Input.(linInput), op.Output.(linOutput)
-			kind := [...]string{"get", "put", "delete", "cas"}[in.kind]
+			in, out := op.Input.(kvhistory.Input), op.Output.(kvhistory.Output)
+			kind := linKind(in)
 			switch {
-			case out.unknown:
+			case out.Unknown:
 				counts[kind+" unknown"]++
-			case out.found:
+			case linOK(in, out):
 				counts[kind+" ok"]++
 			default:
 				counts[kind+" miss"]++
@@ -675,20 +571,20 @@ func checkLinearizable(t *testing.T, history []porcupine.Operation, budget time.
 	t.Helper()
 	observed := map[string]bool{}
 	for _, op := range history {
-		if in, out := op.Input.(linInput), op.Output.(linOutput); in.kind == linGet && out.found {
-			observed[in.key+"\x00"+out.value] = true
+		if in, out := op.Input.(kvhistory.Input), op.Output.(kvhistory.Output); in.IsRead() && out.Value != "" {
+			observed[in.Group+"\x00"+out.Value] = true
 		}
 	}
 	var reduced []porcupine.Operation
 	for _, op := range history {
-		in, out := op.Input.(linInput), op.Output.(linOutput)
-		if out.unknown && (in.kind == linDelete || !observed[in.key+"\x00"+in.value]) {
+		in, out := op.Input.(kvhistory.Input), op.Output.(kvhistory.Output)
+		if out.Unknown && (in.Ops[0].Kind == kvhistory.Delete || !observed[in.Group+"\x00"+in.Ops[0].Value]) {
 			continue
 		}
 		reduced = append(reduced, op)
 	}
 	start := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(kvModel, reduced, budget)
+	res, info := porcupine.CheckOperationsVerbose(kvhistory.Model(), reduced, budget)
 	t.Logf("porcupine: %s in %v, leaving out %d unanswered operations nobody observed",
 		res, time.Since(start).Round(time.Millisecond), len(history)-len(reduced))
 	if res == porcupine.Ok {
@@ -696,7 +592,7 @@ func checkLinearizable(t *testing.T, history []porcupine.Operation, budget time.
 	}
 	visualize(t, info)
 	start = time.Now()
-	res, info = porcupine.CheckOperationsVerbose(kvModel, history, budget)
+	res, info = porcupine.CheckOperationsVerbose(kvhistory.Model(), history, budget)
 	t.Logf("porcupine on the whole history: %s in %v", res, time.Since(start).Round(time.Millisecond))
 	if res == porcupine.Ok {
 		return
@@ -712,18 +608,12 @@ func checkLinearizable(t *testing.T, history []porcupine.Operation, budget time.
 // the test, and logs its path.
 func visualize(t *testing.T, info porcupine.LinearizationInfo) {
 	t.Helper()
-	f, err := os.CreateTemp("", "raftexample-linearizability-*.html")
-	if err == nil {
-		err = porcupine.Visualize(kvModel, info, f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
+	path, err := kvhistory.Visualize(info, t.Name())
 	if err != nil {
 		t.Errorf("cannot write the visualization: %v", err)
 		return
 	}
-	t.Logf("visualization: %s", f.Name())
+	t.Logf("visualization: %s", path)
 }
 
 // Many clients increment one counter with read, then compare-and-set on the
@@ -755,7 +645,7 @@ func TestCASCounter(t *testing.T) {
 			tl := &tallies[i]
 			base := c.members[i%len(c.members)].srv.URL + "/v1/kv/counter"
 			for n := 0; n < attempts && time.Now().Before(deadline); n++ {
-				r, err := sendBytes(context.Background(), httpc, http.MethodGet, base, nil)
+				r, err := send(context.Background(), httpc, http.MethodGet, base, "")
 				if err != nil || r.code != http.StatusOK {
 					tl.errs = append(tl.errs, fmt.Sprintf("GET: %v %v", r, err))
 					return
@@ -765,7 +655,7 @@ func TestCASCounter(t *testing.T) {
 					tl.errs = append(tl.errs, fmt.Sprintf("counter %q", r.body))
 					return
 				}
-				r, err = sendBytes(context.Background(), httpc, http.MethodPut, base, []byte(strconv.Itoa(v+1)), "If-Match", r.hdr.Get("ETag"))
+				r, err = send(context.Background(), httpc, http.MethodPut, base, strconv.Itoa(v+1), "If-Match", r.header.Get("ETag"))
 				switch {
 				case err == nil && r.code == http.StatusNoContent:
 					tl.won = append(tl.won, v+1)

@@ -97,7 +97,7 @@ func listenClients(addr string, tlsInfo *transport.TLSInfo, maxConns int, m *met
 	}
 	if clientCertRequired(tlsInfo) {
 		// Verify a certificate when one is given, but let a client without
-		// one finish the handshake: httpKVAPI answers it 403, except on
+		// one finish the handshake: clientAPI answers it 403, except on
 		// /health, which container probes call without a certificate.
 		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}

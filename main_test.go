@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"raftexample/internal/proctest"
 )
 
 func TestRunExitCodes(t *testing.T) {
@@ -61,10 +62,10 @@ func TestVersionNamesTheRevision(t *testing.T) {
 	if err != nil {
 		t.Fatalf("git rev-parse HEAD: %v (the test needs the git checkout it builds from)", err)
 	}
-	bin := filepath.Join(t.TempDir(), "raftexample")
 	// -buildvcs=true whatever GOFLAGS says: a plain go build in a checkout stamps it.
-	if out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := proctest.Build(t.Context(), ".", t.TempDir(), "-buildvcs=true")
+	if err != nil {
+		t.Fatal(err)
 	}
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {

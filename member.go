@@ -24,7 +24,7 @@ type memberNode struct {
 	kvs         *kvstore
 	rc          *raftNode
 	memberAdmin *memberAPI // changes the membership (/v1/members)
-	api         *httpKVAPI
+	api         *clientAPI
 	proposeC    chan proposal
 	confChangeC chan proposal
 }
@@ -55,7 +55,7 @@ func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 	}
 	n.memberAdmin = newMemberAPI(rc.memberLink(), n.confChangeC)
 	admin.Store(n.memberAdmin)
-	n.api = newHTTPKVAPI(n.kvs, n.memberAdmin, newStatusReporter(rc, n.kvs, n.memberAdmin), cfg.HTTP)
+	n.api = newClientAPI(n.kvs, n.memberAdmin, newStatusReporter(rc, n.kvs, n.memberAdmin), cfg.HTTP)
 	return n, nil
 }
 

@@ -174,11 +174,11 @@ func TestCloseProposerInflight(t *testing.T) {
 func TestPutAndGetKeyValue(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	url := c.members[0].srv.URL + "/test-key"
-	if code, body := httpDo(t, http.MethodPut, url, "test-value"); code != http.StatusNoContent {
-		t.Fatalf("PUT: %d %s", code, body)
+	if r := do(t, http.MethodPut, url, "test-value"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
 	}
-	if code, body := httpDo(t, http.MethodGet, url, ""); code != http.StatusOK || body != "test-value" {
-		t.Fatalf("GET: %d %q, want 200 test-value", code, body)
+	if r := do(t, http.MethodGet, url, ""); r.code != http.StatusOK || r.body != "test-value" {
+		t.Fatalf("GET: %d %q, want 200 test-value", r.code, r.body)
 	}
 }
 
@@ -188,11 +188,11 @@ func TestPutThroughEveryMember(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	for i, m := range c.members {
 		key := fmt.Sprintf("%s/key-%d", m.srv.URL, i)
-		if code, body := httpDo(t, http.MethodPut, key, "v"); code != http.StatusNoContent {
-			t.Fatalf("PUT via member %d: %d %s", i+1, code, body)
+		if r := do(t, http.MethodPut, key, "v"); r.code != http.StatusNoContent {
+			t.Fatalf("PUT via member %d: %d %s", i+1, r.code, r.body)
 		}
-		if code, body := httpDo(t, http.MethodGet, key, ""); code != http.StatusOK || body != "v" {
-			t.Fatalf("GET via member %d: %d %q", i+1, code, body)
+		if r := do(t, http.MethodGet, key, ""); r.code != http.StatusOK || r.body != "v" {
+			t.Fatalf("GET via member %d: %d %q", i+1, r.code, r.body)
 		}
 	}
 }
@@ -205,9 +205,9 @@ func TestAddNewNode(t *testing.T) {
 	// timeout (100ms here); on a loaded machine it may step down, and the
 	// add answers 503 "may still apply": ask again (409 once it applied).
 	eventually(t, 10*time.Second, func() error {
-		code, body := httpDo(t, http.MethodPost, c.members[0].srv.URL+"/4", urls[0])
-		if code != http.StatusNoContent && !(code == http.StatusConflict && strings.Contains(body, "already exists")) {
-			return fmt.Errorf("POST /4: %d %s", code, body)
+		r := do(t, http.MethodPost, c.members[0].srv.URL+"/4", urls[0])
+		if r.code != http.StatusNoContent && !(r.code == http.StatusConflict && strings.Contains(r.body, "already exists")) {
+			return fmt.Errorf("POST /4: %d %s", r.code, r.body)
 		}
 		return nil
 	})
@@ -216,14 +216,14 @@ func TestAddNewNode(t *testing.T) {
 	cfg.PeerListener = lns[0]
 	m4 := startMember(t, cfg)
 	eventually(t, 10*time.Second, func() error {
-		if code, body := httpDo(t, http.MethodPut, m4.srv.URL+"/added", "yes"); code != http.StatusNoContent {
-			return fmt.Errorf("PUT via new member: %d %s", code, body)
+		if r := do(t, http.MethodPut, m4.srv.URL+"/added", "yes"); r.code != http.StatusNoContent {
+			return fmt.Errorf("PUT via new member: %d %s", r.code, r.body)
 		}
 		return nil
 	})
 	// Reads are linearizable: member 2 sees the write at once.
-	if code, body := httpDo(t, http.MethodGet, c.members[1].srv.URL+"/added", ""); code != http.StatusOK || body != "yes" {
-		t.Fatalf("GET via member 2: %d %q", code, body)
+	if r := do(t, http.MethodGet, c.members[1].srv.URL+"/added", ""); r.code != http.StatusOK || r.body != "yes" {
+		t.Fatalf("GET via member 2: %d %q", r.code, r.body)
 	}
 }
 
@@ -323,13 +323,13 @@ func TestSingleMemberLeadsAtOnce(t *testing.T) {
 	if took := time.Since(began); took > electionTimeout/2 {
 		t.Fatalf("the first start took %v to elect a leader, want well under the election timeout %v", took, electionTimeout)
 	}
-	if code, body := httpDo(t, http.MethodPut, c.members[0].srv.URL+"/k", "v"); code != http.StatusNoContent {
-		t.Fatalf("PUT: %d %s", code, body)
+	if r := do(t, http.MethodPut, c.members[0].srv.URL+"/k", "v"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
 	}
 	began = time.Now()
 	m := c.restart(0)
-	if code, body := httpDo(t, http.MethodPut, m.srv.URL+"/k", "v2"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the restart: %d %s", code, body)
+	if r := do(t, http.MethodPut, m.srv.URL+"/k", "v2"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the restart: %d %s", r.code, r.body)
 	}
 	if took := time.Since(began); took > electionTimeout/2 {
 		t.Fatalf("the restart took %v to take a write, want well under the election timeout %v", took, electionTimeout)
@@ -345,15 +345,15 @@ func TestRestartFromSnapshotKeepsData(t *testing.T) {
 		m := c.members[0]
 		for i := range 7 {
 			k, v := fmt.Sprintf("r%d-k%d", round, i), fmt.Sprintf("v%d", i)
-			if code, body := httpDo(t, http.MethodPut, m.srv.URL+"/"+k, v); code != http.StatusNoContent {
-				t.Fatalf("PUT %s: %d %s", k, code, body)
+			if r := do(t, http.MethodPut, m.srv.URL+"/"+k, v); r.code != http.StatusNoContent {
+				t.Fatalf("PUT %s: %d %s", k, r.code, r.body)
 			}
 			want[k] = v
 		}
 		m = c.restart(0)
 		for k, v := range want {
-			if code, body := httpDo(t, http.MethodGet, m.srv.URL+"/"+k, ""); code != http.StatusOK || body != v {
-				t.Fatalf("after restart %d: GET %s = %d %q, want %q", round+1, k, code, body, v)
+			if r := do(t, http.MethodGet, m.srv.URL+"/"+k, ""); r.code != http.StatusOK || r.body != v {
+				t.Fatalf("after restart %d: GET %s = %d %q, want %q", round+1, k, r.code, r.body, v)
 			}
 		}
 	}
@@ -451,8 +451,8 @@ func TestRestartRemembersAddedMembers(t *testing.T) {
 // A removed member shuts itself down and refuses to start from its data.
 func TestRemovedMemberStops(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
-	if code, body := httpDo(t, http.MethodDelete, c.members[0].srv.URL+"/3", ""); code != http.StatusNoContent {
-		t.Fatalf("DELETE /3: %d %s", code, body)
+	if r := do(t, http.MethodDelete, c.members[0].srv.URL+"/3", ""); r.code != http.StatusNoContent {
+		t.Fatalf("DELETE /3: %d %s", r.code, r.body)
 	}
 	m3 := c.members[2]
 	select {
@@ -470,14 +470,14 @@ func TestRemovedMemberStops(t *testing.T) {
 	// survivors to elect a leader of their own.
 	c.members[2] = nil
 	c.waitLeader()
-	if code, body := httpDo(t, http.MethodPut, c.members[1].srv.URL+"/still", "works"); code != http.StatusNoContent {
-		t.Fatalf("PUT after removal: %d %s", code, body)
+	if r := do(t, http.MethodPut, c.members[1].srv.URL+"/still", "works"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after removal: %d %s", r.code, r.body)
 	}
 	if !c.members[0].rc.IsIDRemoved(3) || c.members[0].rc.IsIDRemoved(2) {
 		t.Fatal("IsIDRemoved does not match the membership")
 	}
-	if code, _ := httpDo(t, http.MethodPost, c.members[0].srv.URL+"/3", "http://127.0.0.1:1"); code != http.StatusConflict {
-		t.Fatalf("re-adding removed ID 3: %d, want 409", code)
+	if r := do(t, http.MethodPost, c.members[0].srv.URL+"/3", "http://127.0.0.1:1"); r.code != http.StatusConflict {
+		t.Fatalf("re-adding removed ID 3: %d, want 409", r.code)
 	}
 }
 
@@ -535,15 +535,16 @@ func TestPurgeOldSnapshots(t *testing.T) {
 	})
 	m := c.members[0]
 	snapdir := filepath.Join(c.dir, "raftexample-1-snap")
-	for i := range 20 {
+	// First more snapshots than --max-snapshots keeps must exist (without
+	// them the file count below proves nothing), then purging must bring
+	// the files back to the bound. A snapshot is skipped while the last
+	// one is still being written, so keep writing until there are enough.
+	i := 0
+	eventually(t, 10*time.Second, func() error {
+		i++
 		if err := m.kvs.Put(t.Context(), fmt.Sprint(i), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// First more snapshots than --max-snapshots keeps must exist (without
-	// them the file count below proves nothing), then purging must bring
-	// the files back to the bound.
-	eventually(t, 5*time.Second, func() error {
 		var h dto.Metric
 		if err := m.cfg.Metrics.snapshotDuration.Write(&h); err != nil {
 			return err

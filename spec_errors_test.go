@@ -21,22 +21,13 @@ type errorCase struct {
 // checkErrorCase sends tc to base and checks the answer.
 func checkErrorCase(t *testing.T, base string, tc errorCase) {
 	t.Helper()
-	code, body, hdr := doWithHeader(t, tc.method, base+tc.path, tc.body)
-	if code != tc.want || !strings.Contains(strings.ToLower(body), strings.ToLower(tc.wantText)) {
-		t.Errorf("%s: %s %s = %d %q, want %d mentioning %q", tc.name, tc.method, tc.path, code, strings.TrimSpace(body), tc.want, tc.wantText)
+	r := do(t, tc.method, base+tc.path, tc.body)
+	if r.code != tc.want || !strings.Contains(strings.ToLower(r.body), strings.ToLower(tc.wantText)) {
+		t.Errorf("%s: %s %s = %d %q, want %d mentioning %q", tc.name, tc.method, tc.path, r.code, strings.TrimSpace(r.body), tc.want, tc.wantText)
 	}
-	if code == http.StatusServiceUnavailable && hdr.Get("Retry-After") == "" {
+	if r.code == http.StatusServiceUnavailable && r.header.Get("Retry-After") == "" {
 		t.Errorf("%s: 503 without Retry-After", tc.name)
 	}
-}
-
-func doWithHeader(t *testing.T, method, url, body string) (int, string, http.Header) {
-	t.Helper()
-	r, err := send(t.Context(), &http.Client{Timeout: 10 * time.Second}, method, url, body)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	return r.code, r.body, r.header
 }
 
 func TestSpecErrors(t *testing.T) {
@@ -113,7 +104,7 @@ func TestSpecErrors(t *testing.T) {
 		go func() {
 			// A learner: adding a voter is refused outright while the
 			// followers are down (strict reconfiguration).
-			code, _, _ := doWithHeader(t, http.MethodPost, srv.URL+"/v1/members", fmt.Sprintf(`{"peerURL":%q,"learner":true}`, free[0]))
+			code := do(t, http.MethodPost, srv.URL+"/v1/members", fmt.Sprintf(`{"peerURL":%q,"learner":true}`, free[0])).code
 			first <- code
 		}()
 		eventually(t, 5*time.Second, func() error {

@@ -80,8 +80,8 @@ func TestRestartFromSnapshotTheWALDoesNotRecord(t *testing.T) {
 		want[fmt.Sprintf("k%d", i)] = fmt.Sprint(i)
 	}
 	for key, v := range want {
-		if code, body := httpDo(t, http.MethodGet, m.srv.URL+"/"+key, ""); code != http.StatusOK || body != v {
-			t.Errorf("GET %s = %d %q, want %q", key, code, body, v)
+		if r := do(t, http.MethodGet, m.srv.URL+"/"+key, ""); r.code != http.StatusOK || r.body != v {
+			t.Errorf("GET %s = %d %q, want %q", key, r.code, r.body, v)
 		}
 	}
 }

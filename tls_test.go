@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+
+	"raftexample/internal/proctest"
 )
 
 // testCA signs certificates for one test.
@@ -203,7 +205,7 @@ func TestPeerTLSInProcess(t *testing.T) {
 		t.Errorf("GET %s with a certificate from the CA: %v %+v, want 200", probe, err, r)
 	}
 	refused(t, "peer port, no client certificate", "tls: certificate required", ca.httpsClient(t, nil), http.MethodGet, probe, "")
-	refused(t, "peer port, plain HTTP", "", procClient, http.MethodGet, "http://"+lns[0].Addr().String()+"/raft/probing", "")
+	refused(t, "peer port, plain HTTP", "", testHTTP, http.MethodGet, "http://"+lns[0].Addr().String()+"/raft/probing", "")
 }
 
 // tlsFlags are the client and peer TLS flags of a member using cert.
@@ -229,28 +231,24 @@ func TestProcessTLS(t *testing.T) {
 	foreignCert := otherCA.issue(t, certDir, "foreign")
 
 	const n = 3
-	c := &procCluster{t: t, dataDir: t.TempDir()}
-	ports := freePorts(t, 2*n+2) // and two for the foreign member
+	dataDir := t.TempDir()
+	ports := proctest.FreePorts(t, 2*n+2) // and two for the foreign member
+	var peers []string
 	for _, port := range ports[:n] {
-		c.peers = append(c.peers, fmt.Sprintf("https://127.0.0.1:%d", port))
+		peers = append(peers, fmt.Sprintf("https://127.0.0.1:%d", port))
 	}
-	c.ports = ports[n : 2*n]
-	base := func(id int) string { return fmt.Sprintf("https://127.0.0.1:%d", c.ports[id-1]) }
+	base := func(id int) string { return fmt.Sprintf("https://127.0.0.1:%d", ports[n+id-1]) }
 	for id := 1; id <= n; id++ {
-		argv := []string{raftexampleBin, "--id", strconv.Itoa(id), "--cluster", strings.Join(c.peers, ","),
-			"--port", strconv.Itoa(c.ports[id-1]), "--data-dir", c.dataDir}
-		argv = append(append(argv, fastRaft...), tlsFlags(ca, memberCert)...)
-		c.members = append(c.members, newProc(t, fmt.Sprintf("member %d", id), c.dataDir,
-			filepath.Join(c.dataDir, fmt.Sprintf("member-%d.log", id)), argv...))
-	}
-	for _, m := range c.members {
-		m.start()
+		args := proctest.MemberArgs(id, peers, ports[n+id-1], dataDir, append(proctest.FastRaft(), tlsFlags(ca, memberCert)...)...)
+		m := proctest.NewProc(t, fmt.Sprintf("member %d", id), dataDir,
+			filepath.Join(dataDir, fmt.Sprintf("member-%d.log", id)), append([]string{raftexample.Path(t)}, args...)...)
+		m.Start()
 	}
 
 	good := ca.httpsClient(t, &clientCert)
 	put := func(id int, key, value string) {
 		t.Helper()
-		eventually(t, startTimeout, func() error {
+		eventually(t, proctest.StartTimeout, func() error {
 			r, err := send(context.Background(), good, http.MethodPut, base(id)+"/"+key, value)
 			if err != nil {
 				return err
@@ -302,7 +300,7 @@ func TestProcessTLS(t *testing.T) {
 	}
 	foreignClient := otherCA.issue(t, certDir, "foreign-client")
 	refused(t, "client API, certificate from another CA", "tls: unknown certificate authority", ca.httpsClient(t, &foreignClient), http.MethodPut, base(1)+"/foreign", "x")
-	refused(t, "client API, plain HTTP", "", procClient, http.MethodPut, strings.Replace(base(1), "https:", "http:", 1)+"/plain", "x")
+	refused(t, "client API, plain HTTP", "", testHTTP, http.MethodPut, strings.Replace(base(1), "https:", "http:", 1)+"/plain", "x")
 	for _, k := range []string{"nocert", "foreign", "plain"} {
 		if r := get(2, k); r.code != http.StatusNotFound {
 			t.Errorf("GET %s after a refused PUT = %d %q, want 404", k, r.code, r.body)
@@ -322,23 +320,26 @@ func TestProcessTLS(t *testing.T) {
 	if added.ID != n+1 {
 		t.Fatalf("the foreign member got ID %d, want %d", added.ID, n+1)
 	}
-	argv := []string{raftexampleBin, "--id", strconv.Itoa(n + 1), "--join",
-		"--cluster", strings.Join(append(append([]string{}, c.peers...), foreignPeer), ","),
-		"--port", strconv.Itoa(ports[2*n+1]), "--data-dir", c.dataDir,
+	argv := []string{raftexample.Path(t), "--id", strconv.Itoa(n + 1), "--join",
+		"--cluster", strings.Join(append(peers, foreignPeer), ","),
+		"--port", strconv.Itoa(ports[2*n+1]), "--data-dir", dataDir,
 		// It trusts the cluster's CA, so only the cluster's side can refuse.
 		"--peer-cert-file", foreignCert.certFile, "--peer-key-file", foreignCert.keyFile,
 		"--peer-trusted-ca-file", ca.certFile, "--peer-client-cert-auth", "--log-level", "debug"}
-	foreign := newProc(t, "foreign member", c.dataDir, filepath.Join(c.dataDir, "foreign.log"), append(argv, fastRaft...)...)
-	foreign.start()
+	// It gives up after 20 election timeouts; a 10 ms tick makes that 2 s
+	// instead of 10 s. It never joins, so its raft timing matters nowhere else.
+	argv = append(append(argv, proctest.FastRaft()...), "--tick", "10ms")
+	foreign := proctest.NewProc(t, "foreign member", dataDir, filepath.Join(dataDir, "foreign.log"), argv...)
+	foreign.Start()
 	// The members refuse its connections in the TLS handshake, so it cannot
 	// even learn the cluster ID it would join: it gives up, saying why.
-	if code := foreign.waitExit(startTimeout); code != 1 {
-		t.Errorf("the foreign member exited with %d (%v), want 1", code, foreign.err)
+	if code := foreign.WaitExit(proctest.StartTimeout); code != 1 {
+		t.Errorf("the foreign member exited with %d (%v), want 1", code, foreign.Err())
 	}
-	if out := foreign.output(); !strings.Contains(out, "cluster ID") || !strings.Contains(out, "unknown certificate authority") {
-		t.Errorf("the foreign member's refusal does not name the cluster ID lookup and the TLS refusal:\n%s", tailFile(foreign.log, 5))
+	if out := foreign.Output(); !strings.Contains(out, "cluster ID") || !strings.Contains(out, "unknown certificate authority") {
+		t.Errorf("the foreign member's refusal does not name the cluster ID lookup and the TLS refusal:\n%s", proctest.TailFile(foreign.Log, 5))
 	}
-	refused(t, "peer port, certificate from another CA", "tls: unknown certificate authority", ca.httpsClient(t, &foreignCert), http.MethodGet, c.peers[0]+"/raft/probing", "")
+	refused(t, "peer port, certificate from another CA", "tls: unknown certificate authority", ca.httpsClient(t, &foreignCert), http.MethodGet, peers[0]+"/raft/probing", "")
 	put(3, "after-foreign", "ok")
 	if r := get(1, "after-foreign"); r.code != http.StatusOK || r.body != "ok" {
 		t.Errorf("GET after-foreign = %d %q, want 200 ok", r.code, r.body)
@@ -354,7 +355,7 @@ func TestTLSFlagValidation(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
 	cert := ca.issue(t, dir, "member")
-	peer := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	peer := fmt.Sprintf("127.0.0.1:%d", proctest.FreePorts(t, 1)[0])
 	missing := filepath.Join(dir, "missing.pem")
 	for _, tc := range []struct {
 		name     string
@@ -373,9 +374,9 @@ func TestTLSFlagValidation(t *testing.T) {
 		{"missing cert file", []string{"--cert-file", missing, "--key-file", missing}, 1, []string{missing}},
 	} {
 		args := append([]string{"--port", "0", "--data-dir", t.TempDir()}, tc.args...)
-		ctx, cancel := context.WithTimeout(context.Background(), exitTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), proctest.ExitTimeout)
 		var out bytes.Buffer
-		cmd := exec.CommandContext(ctx, raftexampleBin, args...)
+		cmd := exec.CommandContext(ctx, raftexample.Path(t), args...)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
 		cancel()

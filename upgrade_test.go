@@ -27,12 +27,12 @@ func TestUpgradeFromEarlierDataDirs(t *testing.T) {
 	check := func(m *member) {
 		t.Helper()
 		for k, v := range want {
-			if code, body := httpDo(t, http.MethodGet, m.srv.URL+"/v1/kv/"+k, ""); code != http.StatusOK || body != v {
-				t.Errorf("%s: %d %q, want %q", k, code, body, v)
+			if r := do(t, http.MethodGet, m.srv.URL+"/v1/kv/"+k, ""); r.code != http.StatusOK || r.body != v {
+				t.Errorf("%s: %d %q, want %q", k, r.code, r.body, v)
 			}
 		}
-		if code, _ := httpDo(t, http.MethodGet, m.srv.URL+"/k3", ""); code != http.StatusNotFound {
-			t.Errorf("k3, deleted before the upgrade: %d", code)
+		if r := do(t, http.MethodGet, m.srv.URL+"/k3", ""); r.code != http.StatusNotFound {
+			t.Errorf("k3, deleted before the upgrade: %d", r.code)
 		}
 		if got := m.kvs.len(); got != len(want) {
 			t.Errorf("%d keys, want %d", got, len(want))
@@ -43,8 +43,8 @@ func TestUpgradeFromEarlierDataDirs(t *testing.T) {
 	if m.rc.clusterID != legacyClusterID {
 		t.Errorf("cluster ID %x, want the legacy %x that earlier versions used", m.rc.clusterID, legacyClusterID)
 	}
-	if code, _ := httpDo(t, http.MethodPut, m.srv.URL+"/after", "upgrade"); code != http.StatusNoContent {
-		t.Fatalf("PUT after the upgrade: %d", code)
+	if r := do(t, http.MethodPut, m.srv.URL+"/after", "upgrade"); r.code != http.StatusNoContent {
+		t.Fatalf("PUT after the upgrade: %d", r.code)
 	}
 	want["after"] = "upgrade"
 	check(c.restart(0))

@@ -23,25 +23,6 @@ import (
 // Tests of the /v1 API against in-process clusters: conditional writes,
 // transactions, listing, watches, JSON bodies, and what survives a restart.
 
-// testHTTP is the client the tests' own requests use. Its timeout is above
-// the members' request timeout (3s), so a member's own answer comes first.
-var testHTTP = &http.Client{Timeout: 10 * time.Second}
-
-// v1Reply is an HTTP answer read in full.
-type v1Reply struct {
-	code int
-	hdr  http.Header
-	body []byte
-}
-
-// rev returns the revision in the v1Reply's ETag, or 0 when there is none.
-func (r v1Reply) rev() uint64 {
-	n, _ := parseETag(r.hdr.Get("ETag"))
-	return n
-}
-
-func (r v1Reply) String() string { return fmt.Sprintf("%d %q", r.code, r.body) }
-
 // parseETag reads an ETag of the form "<rev>".
 func parseETag(tag string) (uint64, error) {
 	if len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' {
@@ -50,42 +31,8 @@ func parseETag(tag string) (uint64, error) {
 	return strconv.ParseUint(tag[1:len(tag)-1], 10, 64)
 }
 
-// send makes one request and reads the whole answer; hdr lists header
-// names and values in turn. It never fails the test, so any goroutine may
-// use it.
-func sendBytes(ctx context.Context, client *http.Client, method, url string, body []byte, hdr ...string) (v1Reply, error) {
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-	if err != nil {
-		return v1Reply{}, err
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return v1Reply{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return v1Reply{}, fmt.Errorf("%s %s: read body: %w", method, url, err)
-	}
-	return v1Reply{code: resp.StatusCode, hdr: resp.Header, body: b}, nil
-}
-
-// do is send for the test goroutine: a request that gets no answer fails
-// the test.
-func do(t testing.TB, method, url string, body string, hdr ...string) v1Reply {
-	t.Helper()
-	r, err := sendBytes(t.Context(), testHTTP, method, url, []byte(body), hdr...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	return r
-}
-
 // expect fails the test unless r has the wanted status code.
-func expect(t testing.TB, r v1Reply, code int, what string) {
+func expect(t testing.TB, r reply, code int, what string) {
 	t.Helper()
 	if r.code != code {
 		t.Fatalf("%s: got %s, want %d", what, r, code)
@@ -97,9 +44,9 @@ func mustPut(t testing.TB, base, key, value string, hdr ...string) uint64 {
 	t.Helper()
 	r := do(t, http.MethodPut, base+"/v1/kv/"+key, value, hdr...)
 	expect(t, r, http.StatusNoContent, "PUT "+key)
-	rev, err := parseETag(r.hdr.Get("ETag"))
+	rev, err := parseETag(r.header.Get("ETag"))
 	if err != nil || rev == 0 {
-		t.Fatalf("PUT %s: ETag %q: %v", key, r.hdr.Get("ETag"), err)
+		t.Fatalf("PUT %s: ETag %q: %v", key, r.header.Get("ETag"), err)
 	}
 	return rev
 }
@@ -112,14 +59,14 @@ type jsonErrorBody struct {
 }
 
 // expectJSONError checks that r is a JSON error with the given status.
-func expectJSONError(t testing.TB, r v1Reply, code int, what string) jsonErrorBody {
+func expectJSONError(t testing.TB, r reply, code int, what string) jsonErrorBody {
 	t.Helper()
 	expect(t, r, code, what)
-	if ct := r.hdr.Get("Content-Type"); ct != "application/json" {
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("%s: Content-Type %q, want application/json", what, ct)
 	}
 	var e jsonErrorBody
-	if err := json.Unmarshal(r.body, &e); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &e); err != nil {
 		t.Fatalf("%s: error body %q: %v", what, r.body, err)
 	}
 	if e.Code != code || e.Error == "" {
@@ -174,7 +121,7 @@ func list(t testing.TB, base string, q url.Values) listReply {
 	r := do(t, http.MethodGet, base+"/v1/kv?"+q.Encode(), "")
 	expect(t, r, http.StatusOK, "list "+q.Encode())
 	var l listReply
-	if err := json.Unmarshal(r.body, &l); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &l); err != nil {
 		t.Fatalf("list %s: %q: %v", q.Encode(), r.body, err)
 	}
 	return l
@@ -406,7 +353,7 @@ func TestV1ConditionalWrites(t *testing.T) {
 	r := do(t, http.MethodGet, other+"/v1/kv/k", "")
 	expect(t, r, http.StatusOK, "GET via member 2")
 	if string(r.body) != "one" || r.rev() != rev1 {
-		t.Fatalf("GET via member 2: %q ETag %q, want one with rev %d", r.body, r.hdr.Get("ETag"), rev1)
+		t.Fatalf("GET via member 2: %q ETag %q, want one with rev %d", r.body, r.header.Get("ETag"), rev1)
 	}
 
 	rev2 := mustPut(t, other, "k", "two", "If-Match", fmt.Sprintf(`"%d"`, rev1))
@@ -422,7 +369,7 @@ func TestV1ConditionalWrites(t *testing.T) {
 		http.StatusPreconditionFailed, "DELETE with a stale revision")
 	r = do(t, http.MethodGet, base+"/v1/kv/k", "")
 	if r.code != http.StatusOK || string(r.body) != "two" || r.rev() != rev2 {
-		t.Fatalf("after failed conditions: %s ETag %q, want two with rev %d", r, r.hdr.Get("ETag"), rev2)
+		t.Fatalf("after failed conditions: %s ETag %q, want two with rev %d", r, r.header.Get("ETag"), rev2)
 	}
 	rev3 := mustPut(t, base, "k", "three", "If-Match", "*")
 	expect(t, do(t, http.MethodDelete, base+"/v1/kv/k", "", "If-Match", fmt.Sprintf(`"%d"`, rev3)), http.StatusNoContent, "DELETE at its revision")
@@ -454,7 +401,7 @@ func TestV1TxnAtomicity(t *testing.T) {
 	r := do(t, http.MethodPost, base+"/v1/txn", txnJSON(t, ok, create, delOp("nothing")))
 	expect(t, r, http.StatusOK, "txn")
 	var tr txnReply
-	if err := json.Unmarshal(r.body, &tr); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &tr); err != nil {
 		t.Fatal(err)
 	}
 	if !tr.Succeeded || tr.Rev <= revGone || len(tr.Results) != 3 ||
@@ -464,7 +411,7 @@ func TestV1TxnAtomicity(t *testing.T) {
 	for _, m := range c.members { // every member applied both puts at one revision
 		for key, want := range map[string]string{"a": "a2", "b": "b1"} {
 			eventually(t, 5*time.Second, func() error {
-				r, err := sendBytes(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/v1/kv/"+key+"?consistency=serializable", nil)
+				r, err := send(t.Context(), testHTTP, http.MethodGet, m.srv.URL+"/v1/kv/"+key+"?consistency=serializable", "")
 				if err != nil {
 					return err
 				}
@@ -480,7 +427,7 @@ func TestV1TxnAtomicity(t *testing.T) {
 	r = do(t, http.MethodPost, base+"/v1/txn", txnJSON(t, delOp("b"), putOp("c", "c1")))
 	expect(t, r, http.StatusOK, "txn 2")
 	var tr2 txnReply
-	if err := json.Unmarshal(r.body, &tr2); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &tr2); err != nil {
 		t.Fatal(err)
 	}
 	if !tr2.Succeeded || tr2.Rev <= tr.Rev || !tr2.Results[0].Found || tr2.Results[1].Found {
@@ -766,7 +713,7 @@ func TestV1RawBytesAndJSON(t *testing.T) {
 	w := openWatch(t, base, "prefix=bin")
 	key := "bin\xff\x01key" // a key that is not UTF-8 either
 	escaped := url.PathEscape(key)
-	r, err := sendBytes(t.Context(), testHTTP, http.MethodPut, base+"/v1/kv/"+escaped, value)
+	r, err := send(t.Context(), testHTTP, http.MethodPut, base+"/v1/kv/"+escaped, string(value))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -774,7 +721,7 @@ func TestV1RawBytesAndJSON(t *testing.T) {
 	rev := r.rev()
 	for _, u := range []string{base + "/v1/kv/" + escaped, base + "/" + escaped, base + "/v1/kv/" + escaped + "?consistency=serializable"} {
 		r := do(t, http.MethodGet, u, "")
-		if r.code != http.StatusOK || !bytes.Equal(r.body, value) {
+		if r.code != http.StatusOK || r.body != string(value) {
 			t.Fatalf("GET %s: %d %q, want %q", u, r.code, r.body, value)
 		}
 	}
@@ -831,7 +778,7 @@ func TestV1StateSurvivesRestart(t *testing.T) {
 	r := do(t, http.MethodPost, base+"/v1/txn", txnJSON(t, putOp("s/a", "a2"), putOp("s/f", "f1"), delOp("s/d")))
 	expect(t, r, http.StatusOK, "txn")
 	var tr txnReply
-	if err := json.Unmarshal(r.body, &tr); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &tr); err != nil {
 		t.Fatal(err)
 	}
 	revs["a"], revs["f"] = tr.Rev, tr.Rev
@@ -941,7 +888,7 @@ func TestV1SlowWatcherCutOff(t *testing.T) {
 		slowest = max(slowest, time.Since(start))
 		expect(t, r, http.StatusOK, fmt.Sprintf("txn %d", i))
 		var tr txnReply
-		if err := json.Unmarshal(r.body, &tr); err != nil {
+		if err := json.Unmarshal([]byte(r.body), &tr); err != nil {
 			t.Fatal(err)
 		}
 		for _, o := range ops {
@@ -1013,7 +960,7 @@ func TestV1WatchGetsLargeTxnWhole(t *testing.T) {
 	r := do(t, http.MethodPost, base+"/v1/txn", txnJSON(t, ops...))
 	expect(t, r, http.StatusOK, "txn")
 	var tr txnReply
-	if err := json.Unmarshal(r.body, &tr); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &tr); err != nil {
 		t.Fatal(err)
 	}
 	var want []wantEvent
@@ -1070,16 +1017,16 @@ func TestV1ListRevisionResumesWatch(t *testing.T) {
 	last := mustPut(t, base, "job/b", "2")
 	mustPut(t, base, "other", "x") // a later change outside the prefix
 
-	code, body := httpDo(t, http.MethodGet, base+"/v1/kv?prefix=job/", "")
+	r := do(t, http.MethodGet, base+"/v1/kv?prefix=job/", "")
 	var page struct {
 		Keys []jsonKey `json:"keys"`
 		Rev  uint64    `json:"rev"`
 	}
-	if code != http.StatusOK || json.Unmarshal([]byte(body), &page) != nil {
-		t.Fatalf("list: %d %s", code, body)
+	if r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &page) != nil {
+		t.Fatalf("list: %d %s", r.code, r.body)
 	}
 	if len(page.Keys) != 2 || page.Rev <= last {
-		t.Fatalf("list: %s, want two keys read at a revision above %d (the write to other)", body, last)
+		t.Fatalf("list: %s, want two keys read at a revision above %d (the write to other)", r.body, last)
 	}
 	w := openWatch(t, base, fmt.Sprintf("prefix=job/&rev=%d", page.Rev))
 	next := mustPut(t, c.members[0].srv.URL, "job/c", "3")

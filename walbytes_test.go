@@ -14,10 +14,10 @@ func TestStatusWALBytesAreBytesWritten(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	walBytesOf := func(m *member) int64 {
 		t.Helper()
-		code, body := httpDo(t, http.MethodGet, m.srv.URL+"/v1/status", "")
+		r := do(t, http.MethodGet, m.srv.URL+"/v1/status", "")
 		var st memberStatus
-		if code != http.StatusOK || json.Unmarshal([]byte(body), &st) != nil {
-			t.Fatalf("GET /v1/status: %d %s", code, body)
+		if r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &st) != nil {
+			t.Fatalf("GET /v1/status: %d %s", r.code, r.body)
 		}
 		return st.WALBytes
 	}
@@ -26,8 +26,8 @@ func TestStatusWALBytesAreBytesWritten(t *testing.T) {
 		t.Fatalf("a new member's walBytes is %d, want a few hundred bytes", before)
 	}
 	const value = 100 << 10
-	if code, body := httpDo(t, http.MethodPut, c.members[0].srv.URL+"/k", strings.Repeat("x", value)); code != http.StatusNoContent {
-		t.Fatalf("PUT: %d %s", code, body)
+	if r := do(t, http.MethodPut, c.members[0].srv.URL+"/k", strings.Repeat("x", value)); r.code != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
 	}
 	after := walBytesOf(c.members[0])
 	if grew := after - before; grew < value || grew > value+4<<10 {

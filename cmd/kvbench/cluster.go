@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,20 +16,13 @@ import (
 	"time"
 
 	"raftexample/internal/freeport"
+	"raftexample/internal/proctest"
 )
 
 // process is one member (or the bare server) that kvbench started.
 type process struct {
-	name     string
-	bin      string
-	args     []string
-	env      []string // added to kvbench's own environment
-	endpoint string   // client URL
-	logPath  string
-
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error // set before exited is closed
+	*proctest.Process
+	endpoint string // client URL
 }
 
 // cluster is the processes kvbench started and the directory they live in.
@@ -50,6 +41,25 @@ func newCluster(parent, kind string, log io.Writer) (*cluster, error) {
 	return &cluster{dir: dir, log: log}, nil
 }
 
+// add starts a process in the cluster's directory: bin with args, extra
+// environment env, its output appended to logName there. The kernel kills
+// it if kvbench dies without cleaning up (Linux).
+func (c *cluster) add(name, bin string, args, env []string, endpoint, logName string) (*process, error) {
+	p := &process{
+		Process: &proctest.Process{
+			Name:          name,
+			Argv:          append([]string{bin}, args...),
+			Dir:           c.dir,
+			Env:           env,
+			Log:           filepath.Join(c.dir, logName),
+			DieWithParent: true,
+		},
+		endpoint: endpoint,
+	}
+	c.procs = append(c.procs, p)
+	return p, p.Start()
+}
+
 func (c *cluster) endpoints() []string {
 	eps := make([]string, len(c.procs))
 	for i, p := range c.procs {
@@ -58,74 +68,29 @@ func (c *cluster) endpoints() []string {
 	return eps
 }
 
-// pids lists the running processes (none for a nil cluster).
+// pids lists the started processes (none for a nil cluster).
 func (c *cluster) pids() []int {
 	if c == nil {
 		return nil
 	}
 	var pids []int
 	for _, p := range c.procs {
-		if p.cmd != nil {
-			pids = append(pids, p.cmd.Process.Pid)
+		if pid := p.Pid(); pid != 0 {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
-}
-
-// start runs p with its output appended to its log file.
-func (c *cluster) start(p *process) error {
-	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Dir = c.dir
-	if len(p.env) > 0 {
-		cmd.Env = append(os.Environ(), p.env...)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	setChildAttrs(cmd) // dies with kvbench where the OS allows
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("start %s: %w", p.name, err)
-	}
-	p.cmd, p.exited = cmd, make(chan struct{})
-	go func() {
-		p.waitErr = cmd.Wait()
-		f.Close()
-		close(p.exited)
-	}()
-	return nil
-}
-
-// stop signals p and waits for it, killing it after grace.
-func (c *cluster) stop(p *process, sig syscall.Signal, grace time.Duration) {
-	if p.cmd == nil {
-		return
-	}
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-	case <-time.After(grace):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
 }
 
 // close stops every process and removes the directory.
 func (c *cluster) close() {
 	var wg sync.WaitGroup
 	for _, p := range c.procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.stop(p, syscall.SIGTERM, 10*time.Second)
-		}()
+		wg.Go(func() {
+			if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+				fmt.Fprintf(c.log, "kvbench: stopping %s: %v\n", p.Name, err)
+			}
+		})
 	}
 	wg.Wait()
 	if err := os.RemoveAll(c.dir); err != nil {
@@ -133,70 +98,27 @@ func (c *cluster) close() {
 	}
 }
 
-// exitedErr reports a process that has stopped, with the end of its log.
-func (c *cluster) exitedErr() error {
-	for _, p := range c.procs {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited (%v); end of its log:\n%s", p.name, p.waitErr, tail(p.logPath, 15))
-		default:
-		}
-	}
-	return nil
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
 // waitReady polls ready until it succeeds, a process exits, or limit passes.
 func (c *cluster) waitReady(ctx context.Context, limit time.Duration, ready func(context.Context) error) error {
-	deadline := time.Now().Add(limit)
-	for {
-		err := ready(ctx)
-		if err == nil {
-			return nil
-		}
-		if perr := c.exitedErr(); perr != nil {
-			return perr
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready within %v: %w", limit, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	procs := make([]*proctest.Process, len(c.procs))
+	for i, p := range c.procs {
+		procs[i] = p.Process
 	}
+	return proctest.WaitReady(ctx, limit, ready, procs...)
 }
 
 // buildRaftexample builds the module kvbench is run in (its go.mod
 // directory) into dir.
 func buildRaftexample(ctx context.Context, dir string, log io.Writer) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root, err := proctest.ModuleRoot(ctx)
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("%w: run kvbench from the raftexample module or give -binary", err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module: run kvbench from the raftexample module or give -binary")
+	bin, err := proctest.Build(ctx, root, dir)
+	if err != nil {
+		return "", err
 	}
-	bin := filepath.Join(dir, "raftexample")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Dir(gomod)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build in %s: %w\n%s", cmd.Dir, err, stderr.String())
-	}
-	fmt.Fprintf(log, "kvbench: built raftexample from %s\n", cmd.Dir)
+	fmt.Fprintf(log, "kvbench: built raftexample from %s\n", root)
 	return bin, nil
 }
 
@@ -221,35 +143,18 @@ func startRaftexample(ctx context.Context, o *options, log io.Writer) (_ *cluste
 		return nil, err
 	}
 	n := o.cluster
-	ports, err := freeport.Ports(2 * n)
+	layout, err := proctest.NewLayout(n)
 	if err != nil {
 		return nil, err
 	}
-	peers := make([]string, n)
-	for i := range peers {
-		peers[i] = "http://127.0.0.1:" + strconv.Itoa(ports[n+i])
-	}
-	for i := range n {
-		args := []string{
-			"--id", strconv.Itoa(i + 1),
-			"--cluster", strings.Join(peers, ","),
-			"--port", strconv.Itoa(ports[i]),
-			"--data-dir", filepath.Join(c.dir, fmt.Sprintf("member-%d", i+1)),
-			"--log-level", "warn",
-		}
-		p := &process{
-			name:     fmt.Sprintf("raftexample member %d", i+1),
-			bin:      bin,
-			args:     append(args, o.memberFlags...),
-			env:      o.memberEnv,
-			endpoint: "http://127.0.0.1:" + strconv.Itoa(ports[i]),
-			logPath:  filepath.Join(c.dir, fmt.Sprintf("member-%d.log", i+1)),
-		}
-		if err := os.MkdirAll(filepath.Join(c.dir, fmt.Sprintf("member-%d", i+1)), 0o755); err != nil {
+	for id := 1; id <= n; id++ {
+		dataDir := filepath.Join(c.dir, fmt.Sprintf("member-%d", id))
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			return nil, err
 		}
-		c.procs = append(c.procs, p)
-		if err := c.start(p); err != nil {
+		args := layout.Args(id, dataDir, append([]string{"--log-level", "warn"}, o.memberFlags...)...)
+		if _, err := c.add(fmt.Sprintf("raftexample member %d", id), bin, args, o.memberEnv,
+			layout.URL(id), fmt.Sprintf("member-%d.log", id)); err != nil {
 			return nil, err
 		}
 	}
@@ -292,16 +197,9 @@ func startEtcd(ctx context.Context, o *options, log io.Writer) (_ *cluster, err 
 		return nil, err
 	}
 	for i := range n {
-		p := &process{
-			name:     fmt.Sprintf("etcd member %d", i+1),
-			bin:      etcdBin,
-			args:     append(etcdMemberArgs(c.dir, i, ports[:n], ports[n:]), o.memberFlags...),
-			env:      o.memberEnv,
-			endpoint: "http://127.0.0.1:" + strconv.Itoa(ports[i]),
-			logPath:  filepath.Join(c.dir, fmt.Sprintf("m%d.log", i+1)),
-		}
-		c.procs = append(c.procs, p)
-		if err := c.start(p); err != nil {
+		args := append(etcdMemberArgs(c.dir, i, ports[:n], ports[n:]), o.memberFlags...)
+		if _, err := c.add(fmt.Sprintf("etcd member %d", i+1), etcdBin, args, o.memberEnv,
+			"http://127.0.0.1:"+strconv.Itoa(ports[i]), fmt.Sprintf("m%d.log", i+1)); err != nil {
 			return nil, err
 		}
 	}
@@ -341,15 +239,9 @@ func startBare(ctx context.Context, o *options, log io.Writer) (_ *cluster, err 
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	p := &process{
-		name:     "bare server",
-		bin:      self,
-		args:     []string{"-serve-bare", addr, "-value", strconv.Itoa(o.valueSize)},
-		endpoint: "http://" + addr,
-		logPath:  filepath.Join(c.dir, "bare.log"),
-	}
-	c.procs = append(c.procs, p)
-	if err := c.start(p); err != nil {
+	p, err := c.add("bare server", self, []string{"-serve-bare", addr, "-value", strconv.Itoa(o.valueSize)}, nil,
+		"http://"+addr, "bare.log")
+	if err != nil {
 		return nil, err
 	}
 	if err := c.waitReady(ctx, 10*time.Second, func(ctx context.Context) error {
@@ -365,20 +257,7 @@ func startBare(ctx context.Context, o *options, log io.Writer) (_ *cluster, err 
 func httpOK(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
-	}
-	return nil
+	return proctest.GetOK(ctx, http.DefaultClient, url)
 }
 
 // memoryOf reads a process's resident and peak resident memory (Linux).
@@ -411,9 +290,9 @@ func memoryOf(pid int) (rss, hwm int64, err error) {
 // size of its newest snapshot state file. when labels the moment.
 func (c *cluster) reportMemory(ctx context.Context, target, when string, w io.Writer) {
 	for i, p := range c.procs {
-		rss, hwm, err := memoryOf(p.cmd.Process.Pid)
+		rss, hwm, err := memoryOf(p.Pid())
 		if err != nil {
-			fmt.Fprintf(w, "kvbench: memory of %s: %v\n", p.name, err)
+			fmt.Fprintf(w, "kvbench: memory of %s: %v\n", p.Name, err)
 			continue
 		}
 		mib := func(metric string) string {
@@ -423,7 +302,7 @@ func (c *cluster) reportMemory(ctx context.Context, target, when string, w io.Wr
 			return "-"
 		}
 		fmt.Fprintf(w, "kvbench: memory when=%s target=%s member=%d pid=%d rss_mb=%.1f hwm_mb=%.1f heap_inuse_mb=%s",
-			when, target, i+1, p.cmd.Process.Pid, float64(rss)/(1<<20), float64(hwm)/(1<<20), mib("go_memstats_heap_inuse_bytes"))
+			when, target, i+1, p.Pid(), float64(rss)/(1<<20), float64(hwm)/(1<<20), mib("go_memstats_heap_inuse_bytes"))
 		if target == "raftexample" {
 			snapDir := filepath.Join(c.dir, fmt.Sprintf("member-%d", i+1), fmt.Sprintf("raftexample-%d-snap", i+1))
 			fmt.Fprintf(w, " state_mb=%s raft_log_mb=%s watch_history_mb=%s snap_db_mb=%.1f",
@@ -474,8 +353,10 @@ func (c *cluster) restartFollower(ctx context.Context, sig syscall.Signal, w io.
 	if st, err := fetchStatus(ctx, p.endpoint); err == nil {
 		keys = st.Keys
 	}
-	c.stop(p, sig, 30*time.Second)
-	if err := c.start(p); err != nil {
+	if err := p.Stop(sig, 30*time.Second); err != nil {
+		return err
+	}
+	if err := p.Start(); err != nil {
 		return err
 	}
 	begin := time.Now()
@@ -489,14 +370,14 @@ func (c *cluster) restartFollower(ctx context.Context, sig syscall.Signal, w io.
 			break
 		}
 		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited while restarting (%v):\n%s", p.name, p.waitErr, tail(p.logPath, 15))
+		case <-p.Done():
+			return fmt.Errorf("%s exited while restarting (%v):\n%s", p.Name, p.Err(), p.Tail(15))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Since(begin) > 5*time.Minute {
-			return fmt.Errorf("%s did not serve within 5 minutes of restarting", p.name)
+			return fmt.Errorf("%s did not serve within 5 minutes of restarting", p.Name)
 		}
 	}
 	took := time.Since(begin)
@@ -505,7 +386,7 @@ func (c *cluster) restartFollower(ctx context.Context, sig syscall.Signal, w io.
 		after = st.Keys
 	}
 	fmt.Fprintf(w, "kvbench: restart target=raftexample member=%s signal=%s keys_before=%d keys_after=%d restart_s=%.3f\n",
-		strings.TrimPrefix(p.name, "raftexample member "), sigName(sig), keys, after, took.Seconds())
+		strings.TrimPrefix(p.Name, "raftexample member "), sigName(sig), keys, after, took.Seconds())
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"raftexample/internal/proctest"
 )
 
 // At the default level a member logs what it does, not the libraries'
@@ -19,16 +21,16 @@ func TestProcessStartLogsAreQuiet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three processes")
 	}
-	c := newProcCluster(t, 3)
-	c.start()
+	c := proctest.NewCluster(t, raftexample.Path(t), 3)
+	c.Start()
 	for i := range 100 {
-		putOK(t, c.url(1+i%3), fmt.Sprintf("k%d", i), "v")
+		proctest.PutOK(t, c.URL(1+i%3), fmt.Sprintf("k%d", i), "v")
 	}
 	ready := regexp.MustCompile(`\tready\t\{"id": (\d), "members": 3, "leader": [123], "client-url": "http://127.0.0.1:\d+", "peer-url": "http://127.0.0.1:\d+"\}`)
 	for id := 1; id <= 3; id++ {
 		var lines []string
-		eventually(t, 5*time.Second, func() error {
-			lines = logLines(c.member(id).output())
+		proctest.Eventually(t, 5*time.Second, func() error {
+			lines = logLines(c.Member(id).Output())
 			for _, l := range lines {
 				if m := ready.FindStringSubmatch(l); m != nil && m[1] == fmt.Sprint(id) {
 					return nil

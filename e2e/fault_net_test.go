@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The networks of the fault tests: how members reach each other's peer
 // ports, and how a test cuts those links.
@@ -36,6 +36,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"raftexample/internal/proctest"
 )
 
 // memberAddrs is where one member lives on a peerNet.
@@ -95,7 +97,7 @@ func (n *proxyNet) newPort(t *testing.T) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for range 100 {
-		if p := freePorts(t, 1)[0]; !n.ports[p] {
+		if p := proctest.FreePorts(t, 1)[0]; !n.ports[p] {
 			n.ports[p] = true
 			return p
 		}

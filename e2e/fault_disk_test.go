@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Disk and crash faults on single members of the built binary: crashes at
 // failpoints in the persistence code, a damaged newest snapshot, data
@@ -22,42 +22,44 @@ import (
 
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
 	"go.uber.org/zap"
+
+	"raftexample/internal/proctest"
 )
 
 // writeUntilExit PUTs prefix-0, prefix-1, ... through member id, one at a
 // time, until the member exits, limit writes were sent, or a minute passed.
 // It returns the acknowledged writes and whether the member exited.
-func writeUntilExit(t *testing.T, c *procCluster, id int, prefix string, limit int) (map[string]string, bool) {
+func writeUntilExit(t *testing.T, c *proctest.Cluster, id int, prefix string, limit int) (map[string]string, bool) {
 	t.Helper()
 	acked := map[string]string{}
 	deadline := time.Now().Add(time.Minute)
-	m := c.member(id)
+	m := c.Member(id)
 	for i := 0; i < limit && time.Now().Before(deadline); i++ {
-		if !m.running() {
+		if !m.Running() {
 			return acked, true
 		}
 		key, value := fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("value-%d", i)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := send(ctx, procClient, http.MethodPut, c.url(id)+"/"+key, value)
+		r, err := proctest.Send(ctx, proctest.Client(), http.MethodPut, c.URL(id)+"/"+key, value)
 		cancel()
-		if err == nil && r.code == http.StatusNoContent {
+		if err == nil && r.Code == http.StatusNoContent {
 			acked[key] = value
 		}
 	}
-	return acked, !m.running()
+	return acked, !m.Running()
 }
 
 // withEnv runs the member's next start with extra environment variables.
-func withEnv(p *proc, env ...string) (restore func()) {
-	argv := p.argv
-	p.argv = append(append([]string{"env"}, env...), argv...)
-	return func() { p.argv = argv }
+func withEnv(p *proctest.Proc, env ...string) (restore func()) {
+	saved := p.Env
+	p.Env = append(slices.Clone(saved), env...)
+	return func() { p.Env = saved }
 }
 
 // diedBySIGKILL reports whether p's last run ended by SIGKILL.
-func diedBySIGKILL(p *proc) bool {
+func diedBySIGKILL(p *proctest.Proc) bool {
 	var exitErr *exec.ExitError
-	if !errors.As(p.err, &exitErr) {
+	if !errors.As(p.Err(), &exitErr) {
 		return false
 	}
 	ws, ok := exitErr.Sys().(syscall.WaitStatus)
@@ -66,24 +68,24 @@ func diedBySIGKILL(p *proc) bool {
 
 // checkHealthyAfter restarts member id after a crash and requires every
 // acknowledged write, then a write and a clean restart with the same data.
-func checkHealthyAfter(t *testing.T, c *procCluster, id int, acked map[string]string) {
+func checkHealthyAfter(t *testing.T, c *proctest.Cluster, id int, acked map[string]string) {
 	t.Helper()
-	m := c.member(id)
-	m.start()
-	waitServing(t, c.url(id))
+	m := c.Member(id)
+	m.Start()
+	proctest.WaitServing(t, c.URL(id))
 	// Serving means replayed: a serializable read must show every acknowledged write.
-	if err := checkKeys(c.url(id), present(acked)); err != nil {
+	if err := proctest.CheckKeys(c.URL(id), proctest.Present(acked)); err != nil {
 		t.Errorf("right after the restart: %v", err)
 	}
-	waitKeys(t, c.url(id), present(acked))
-	putOK(t, c.url(id), "after-crash", "yes")
-	m.terminate(0)
-	m.start()
-	waitServing(t, c.url(id))
-	want := present(acked)
+	proctest.WaitKeys(t, c.URL(id), proctest.Present(acked))
+	proctest.PutOK(t, c.URL(id), "after-crash", "yes")
+	m.Terminate(0)
+	m.Start()
+	proctest.WaitServing(t, c.URL(id))
+	want := proctest.Present(acked)
 	yes := "yes"
 	want["after-crash"] = &yes
-	if err := checkKeys(c.url(id), want); err != nil {
+	if err := proctest.CheckKeys(c.URL(id), want); err != nil {
 		t.Errorf("after a clean restart: %v", err)
 	}
 }
@@ -108,25 +110,25 @@ func TestFaultFailpoints(t *testing.T) {
 		{"after-compact", 3},
 	} {
 		t.Run(tc.point, func(t *testing.T) {
-			c := newProcCluster(t, 1, snapshotFlags...)
-			m := c.member(1)
+			c := proctest.NewCluster(t, raftexample.Path(t), 1, snapshotFlags...)
+			m := c.Member(1)
 			restore := withEnv(m, fmt.Sprintf("RAFTEXAMPLE_FAILPOINT=%s:%d", tc.point, tc.hit))
-			c.start()
+			c.Start()
 			restore()
 			acked, exited := writeUntilExit(t, c, 1, "fp", 500)
 			if !exited {
 				t.Fatalf("the member did not reach failpoint %s (hit %d) in %d writes", tc.point, tc.hit, len(acked))
 			}
-			if !diedBySIGKILL(m) || !strings.Contains(m.output(), "failpoint reached") {
-				t.Fatalf("the member exited (%v) but not at the failpoint", m.err)
+			if !diedBySIGKILL(m) || !strings.Contains(m.Output(), "failpoint reached") {
+				t.Fatalf("the member exited (%v) but not at the failpoint", m.Err())
 			}
 			t.Logf("killed at %s (hit %d) after %d acknowledged writes", tc.point, tc.hit, len(acked))
-			newest := newestSnapIndex(t, filepath.Join(c.dataDir, "raftexample-1-snap"))
-			before := len(m.output())
+			newest := newestSnapIndex(t, filepath.Join(c.DataDir, "raftexample-1-snap"))
+			before := len(m.Output())
 			checkHealthyAfter(t, c, 1, acked)
 			// Every crash leaves a newest snapshot the restart can use at
 			// once, even one the WAL does not record yet (after-snapshot-file).
-			restart := m.output()[before:]
+			restart := m.Output()[before:]
 			if strings.Contains(restart, "checking the snapshots the WAL lists") {
 				t.Errorf("the restart fell back to scanning the WAL for snapshots")
 			}
@@ -139,28 +141,28 @@ func TestFaultFailpoints(t *testing.T) {
 	// the same code; crash it there.
 	for _, point := range []string{"after-snapshot-file", "after-wal-snapshot-record"} {
 		t.Run("incoming-"+point, func(t *testing.T) {
-			c := newProcCluster(t, 3, append(snapshotFlags, "--request-timeout", "2s")...)
-			c.start()
-			m3 := c.member(3)
-			m3.terminate(0)
+			c := proctest.NewCluster(t, raftexample.Path(t), 3, append(snapshotFlags, "--request-timeout", "2s")...)
+			c.Start()
+			m3 := c.Member(3)
+			m3.Terminate(0)
 			kv := map[string]string{}
 			for i := range 20 {
 				key := fmt.Sprintf("behind-%d", i)
-				putOK(t, c.url(1+i%2), key, "v")
+				proctest.PutOK(t, c.URL(1+i%2), key, "v")
 				kv[key] = "v"
 			}
 			restore := withEnv(m3, "RAFTEXAMPLE_FAILPOINT="+point)
-			m3.start()
+			m3.Start()
 			restore()
-			if code := m3.waitExit(startTimeout); code != -1 || !diedBySIGKILL(m3) {
-				t.Fatalf("member 3 exited with %d (%v), want death by SIGKILL at %s", code, m3.err, point)
+			if code := m3.WaitExit(proctest.StartTimeout); code != -1 || !diedBySIGKILL(m3) {
+				t.Fatalf("member 3 exited with %d (%v), want death by SIGKILL at %s", code, m3.Err(), point)
 			}
-			m3.start()
-			waitKeys(t, c.url(3), present(kv))
-			putOK(t, c.url(3), "from-3", "yes")
+			m3.Start()
+			proctest.WaitKeys(t, c.URL(3), proctest.Present(kv))
+			proctest.PutOK(t, c.URL(3), "from-3", "yes")
 			kv["from-3"] = "yes"
 			for id := 1; id <= 3; id++ {
-				waitKeys(t, c.url(id), present(kv))
+				proctest.WaitKeys(t, c.URL(id), proctest.Present(kv))
 			}
 		})
 	}
@@ -194,17 +196,17 @@ func newestSnapIndex(t *testing.T, dir string) uint64 {
 
 // stoppedWithSnapshots writes 40 keys to a one-member cluster that
 // snapshots every 5 entries, keeping 3, and stops it.
-func stoppedWithSnapshots(t *testing.T) (*procCluster, map[string]string) {
+func stoppedWithSnapshots(t *testing.T) (*proctest.Cluster, map[string]string) {
 	t.Helper()
-	c := newProcCluster(t, 1, "--snapshot-count", "5", "--snapshot-catchup-entries", "2", "--max-snapshots", "3")
-	c.start()
+	c := proctest.NewCluster(t, raftexample.Path(t), 1, "--snapshot-count", "5", "--snapshot-catchup-entries", "2", "--max-snapshots", "3")
+	c.Start()
 	kv := map[string]string{}
 	for i := range 40 {
 		key := fmt.Sprintf("key-%d", i)
-		putOK(t, c.url(1), key, fmt.Sprint(i))
+		proctest.PutOK(t, c.URL(1), key, fmt.Sprint(i))
 		kv[key] = fmt.Sprint(i)
 	}
-	c.member(1).terminate(0)
+	c.Member(1).Terminate(0)
 	return c, kv
 }
 
@@ -212,8 +214,8 @@ func stoppedWithSnapshots(t *testing.T) (*procCluster, map[string]string) {
 // gives it away, and the member starts from the snapshot before it.
 func TestFaultDamagedNewestStateFile(t *testing.T) {
 	c, kv := stoppedWithSnapshots(t)
-	m := c.member(1)
-	dbs, _ := filepath.Glob(filepath.Join(c.dataDir, "raftexample-1-snap", "*.snap.db"))
+	m := c.Member(1)
+	dbs, _ := filepath.Glob(filepath.Join(c.DataDir, "raftexample-1-snap", "*.snap.db"))
 	if len(dbs) < 2 {
 		t.Fatalf("want at least 2 state files to fall back on, have %v", dbs)
 	}
@@ -227,12 +229,12 @@ func TestFaultDamagedNewestStateFile(t *testing.T) {
 	if err := os.WriteFile(newest, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m.start()
-	waitServing(t, c.url(1))
-	if err := checkKeys(c.url(1), present(kv)); err != nil {
+	m.Start()
+	proctest.WaitServing(t, c.URL(1))
+	if err := proctest.CheckKeys(c.URL(1), proctest.Present(kv)); err != nil {
 		t.Fatalf("after falling back to an older snapshot: %v", err)
 	}
-	if !strings.Contains(m.output(), "checking the snapshots the WAL lists") {
+	if !strings.Contains(m.Output(), "checking the snapshots the WAL lists") {
 		t.Errorf("the member did not say it fell back from the damaged snapshot")
 	}
 }
@@ -241,8 +243,8 @@ func TestFaultDamagedNewestStateFile(t *testing.T) {
 // from the one before, replaying the WAL from there.
 func TestFaultDamagedNewestSnapshot(t *testing.T) {
 	c, kv := stoppedWithSnapshots(t)
-	m := c.member(1)
-	snapDir := filepath.Join(c.dataDir, "raftexample-1-snap")
+	m := c.Member(1)
+	snapDir := filepath.Join(c.DataDir, "raftexample-1-snap")
 	snaps, _ := filepath.Glob(filepath.Join(snapDir, "*.snap"))
 	if len(snaps) < 2 {
 		t.Fatalf("want at least 2 snapshot files to fall back on, have %v", snaps)
@@ -261,20 +263,20 @@ func TestFaultDamagedNewestSnapshot(t *testing.T) {
 	}
 	t.Logf("damaged %s (%d bytes); older: %v", filepath.Base(newest), len(data), snaps[:len(snaps)-1])
 
-	m.start()
-	waitServing(t, c.url(1))
-	if err := checkKeys(c.url(1), present(kv)); err != nil {
+	m.Start()
+	proctest.WaitServing(t, c.URL(1))
+	if err := proctest.CheckKeys(c.URL(1), proctest.Present(kv)); err != nil {
 		t.Fatalf("after falling back to an older snapshot: %v", err)
 	}
 	if broken, _ := filepath.Glob(filepath.Join(snapDir, "*.broken")); len(broken) == 0 {
 		t.Errorf("the damaged snapshot was not set aside as .broken")
 	}
-	putOK(t, c.url(1), "after", "yes")
+	proctest.PutOK(t, c.URL(1), "after", "yes")
 	kv["after"] = "yes"
-	m.terminate(0)
-	m.start()
-	waitServing(t, c.url(1))
-	if err := checkKeys(c.url(1), present(kv)); err != nil {
+	m.Terminate(0)
+	m.Start()
+	proctest.WaitServing(t, c.URL(1))
+	if err := proctest.CheckKeys(c.URL(1), proctest.Present(kv)); err != nil {
 		t.Fatalf("after another restart: %v", err)
 	}
 }
@@ -286,17 +288,17 @@ func TestFaultDamagedNewestSnapshot(t *testing.T) {
 func TestFaultDataDirNotADirectory(t *testing.T) {
 	for _, dir := range []string{"raftexample-1", "raftexample-1-snap"} {
 		t.Run(dir, func(t *testing.T) {
-			c := newProcCluster(t, 1, "--snapshot-count", "5")
-			c.start()
+			c := proctest.NewCluster(t, raftexample.Path(t), 1, "--snapshot-count", "5")
+			c.Start()
 			kv := map[string]string{}
 			for i := range 12 {
 				key := fmt.Sprintf("key-%d", i)
-				putOK(t, c.url(1), key, "v")
+				proctest.PutOK(t, c.URL(1), key, "v")
 				kv[key] = "v"
 			}
-			m := c.member(1)
-			m.terminate(0)
-			path := filepath.Join(c.dataDir, dir)
+			m := c.Member(1)
+			m.Terminate(0)
+			path := filepath.Join(c.DataDir, dir)
 			aside := path + ".aside"
 			if err := os.Rename(path, aside); err != nil {
 				t.Fatal(err)
@@ -304,12 +306,12 @@ func TestFaultDataDirNotADirectory(t *testing.T) {
 			if err := os.WriteFile(path, []byte("not a directory\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			before := len(m.output())
-			m.start()
-			if code := m.waitExit(exitTimeout); code != 1 {
+			before := len(m.Output())
+			m.Start()
+			if code := m.WaitExit(proctest.ExitTimeout); code != 1 {
 				t.Fatalf("with %s a file, the member exited with %d, want 1", dir, code)
 			}
-			requireOneClearError(t, m.output()[before:], dir)
+			requireOneClearError(t, m.Output()[before:], dir)
 
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
@@ -317,9 +319,9 @@ func TestFaultDataDirNotADirectory(t *testing.T) {
 			if err := os.Rename(aside, path); err != nil {
 				t.Fatal(err)
 			}
-			m.start()
-			waitServing(t, c.url(1))
-			if err := checkKeys(c.url(1), present(kv)); err != nil {
+			m.Start()
+			proctest.WaitServing(t, c.URL(1))
+			if err := proctest.CheckKeys(c.URL(1), proctest.Present(kv)); err != nil {
 				t.Fatalf("with the directory back: %v", err)
 			}
 		})
@@ -366,13 +368,13 @@ func TestFaultDiskFull(t *testing.T) {
 			t.Errorf("umount %s: %v: %s", disk, err, out)
 		}
 	})
-	c := newProcCluster(t, 1, "--data-dir", disk, "--snapshot-count", "20", "--max-snapshots", "2")
-	c.start()
+	c := proctest.NewCluster(t, raftexample.Path(t), 1, "--data-dir", disk, "--snapshot-count", "20", "--max-snapshots", "2")
+	c.Start()
 	acked, _ := writeUntilExit(t, c, 1, "before", 30)
 	filler := filepath.Join(disk, "filler")
 	fillDisk(t, filler)
 
-	m := c.member(1)
+	m := c.Member(1)
 	more, exited := writeUntilExit(t, c, 1, "full", 2000)
 	if !exited {
 		t.Fatalf("the member kept running on a full disk through %d writes", len(more))
@@ -381,10 +383,10 @@ func TestFaultDiskFull(t *testing.T) {
 		acked[k] = v
 	}
 	var exitErr *exec.ExitError
-	if !errors.As(m.err, &exitErr) || exitErr.ExitCode() != 1 {
-		t.Fatalf("on a full disk the member exited with %v, want code 1", m.err)
+	if !errors.As(m.Err(), &exitErr) || exitErr.ExitCode() != 1 {
+		t.Fatalf("on a full disk the member exited with %v, want code 1", m.Err())
 	}
-	requireOneClearError(t, m.output(), "no space left on device")
+	requireOneClearError(t, m.Output(), "no space left on device")
 	t.Logf("%d writes acknowledged before the disk filled up", len(acked))
 
 	if err := os.Remove(filler); err != nil {

@@ -1,11 +1,12 @@
-package main
+package e2e
 
 // The fault-injection suite: clusters of the built binary under concurrent
 // clients while nemeses kill, pause, partition and replace members; then
 // every member is read and the whole history is checked for
-// linearizability (fault_history_test.go). CI runs a short schedule;
+// linearizability (fault_history_test.go, internal/kvhistory). CI runs a
+// short schedule;
 //
-//	go test -race -run Fault -timeout 2h -args -soak=10m
+//	go test -race ./e2e -run Fault -timeout 2h -soak 10m
 //
 // runs each schedule for ten minutes instead (go test's default -timeout
 // of 10m would end it).
@@ -16,7 +17,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -33,6 +33,9 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"raftexample/internal/kvhistory"
+	"raftexample/internal/proctest"
 )
 
 var soak = flag.Duration("soak", 0, "run each TestFault schedule for this long instead of the short CI schedule")
@@ -43,12 +46,7 @@ var seedFlag = flag.Uint64("seed", 0, "seed of the randomised tests (fault sched
 // and logs it so that a failure can be replayed.
 func testSeed(t testing.TB) uint64 {
 	t.Helper()
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with: go test -run '^%s$' -args -seed=%d)", seed, t.Name(), seed)
-	return seed
+	return proctest.Seed(t, *seedFlag, "./e2e")
 }
 
 const (
@@ -74,7 +72,7 @@ type faultMember struct {
 	id      int
 	addrs   memberAddrs
 	dataDir string
-	p       *proc
+	p       *proctest.Proc
 
 	// Guarded by faultCluster.mu.
 	run     *memberRun // the current process
@@ -157,41 +155,41 @@ func (c *faultCluster) allocate() *faultMember {
 func (c *faultCluster) prepare(m *faultMember, join bool) {
 	id := m.id
 	listen, _ := url.Parse(m.addrs.listenURL)
-	argv := append(slices.Clone(m.addrs.wrap), "env", "RAFTEXAMPLE_PEER_LISTEN="+listen.Host, raftexampleBin,
-		"--id", strconv.Itoa(id),
-		"--cluster", c.clusterFlag(id),
-		"--port", strconv.Itoa(m.addrs.apiPort),
-		"--data-dir", m.dataDir,
+	extra := append([]string{
 		"--request-timeout", faultReqTimeout.String(),
 		"--snapshot-count", "300", "--snapshot-catchup-entries", "100",
-		"--max-snapshots", "2", "--max-wals", "2")
-	argv = append(append(argv, fastRaft...), c.extraFlags...)
+		"--max-snapshots", "2", "--max-wals", "2",
+	}, proctest.FastRaft()...)
+	extra = append(extra, c.extraFlags...)
 	if join {
-		argv = append(argv, "--join")
+		extra = append(extra, "--join")
 	}
-	m.p = newProc(c.t, fmt.Sprintf("member %d", id), m.dataDir, filepath.Join(c.dir, fmt.Sprintf("member-%d.log", id)), argv...)
+	argv := append(slices.Clone(m.addrs.wrap), raftexample.Path(c.t))
+	argv = append(argv, proctest.MemberArgs(id, c.clusterPeers(), m.addrs.apiPort, m.dataDir, extra...)...)
+	m.p = proctest.NewProc(c.t, fmt.Sprintf("member %d", id), m.dataDir, filepath.Join(c.dir, fmt.Sprintf("member-%d.log", id)), argv...)
+	m.p.Env = []string{"RAFTEXAMPLE_PEER_LISTEN=" + listen.Host}
 }
 
-// clusterFlag is every member's --cluster: the URLs through which the
+// clusterPeers is every member's --cluster: the URLs through which the
 // members reach each other. All members are given the same list, as they
 // must be to agree on the cluster ID; each listens on its own listen URL
 // (RAFTEXAMPLE_PEER_LISTEN, set in prepare).
-func (c *faultCluster) clusterFlag(int) string {
+func (c *faultCluster) clusterPeers() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	urls := make([]string, 0, len(c.members))
 	for k := 1; k < c.nextID; k++ {
 		urls = append(urls, c.members[k].addrs.peerURL)
 	}
-	return strings.Join(urls, ",")
+	return urls
 }
 
 // start starts member id and watches for it to exit by itself.
 func (c *faultCluster) start(id int) {
 	c.t.Helper()
 	m := c.member(id)
-	m.p.start()
-	done, p, run := m.p.done, m.p, &memberRun{}
+	m.p.Start()
+	done, p, run := m.p.Done(), m.p, &memberRun{}
 	c.mu.Lock()
 	m.run, m.paused = run, false
 	c.mu.Unlock()
@@ -201,11 +199,11 @@ func (c *faultCluster) start(id int) {
 		defer c.mu.Unlock()
 		var exitErr *exec.ExitError
 		code := 0
-		if errors.As(p.err, &exitErr) {
+		if errors.As(p.Err(), &exitErr) {
 			code = exitErr.ExitCode()
 		}
 		if !run.expectExit || (m.removed && code != 0) {
-			c.deadExits = append(c.deadExits, fmt.Sprintf("member %d exited by itself (%v) at %v", id, p.err, time.Duration(c.hist.now()).Round(time.Millisecond)))
+			c.deadExits = append(c.deadExits, fmt.Sprintf("member %d exited by itself (%v) at %v", id, p.Err(), time.Duration(c.hist.now()).Round(time.Millisecond)))
 		}
 	}()
 }
@@ -231,32 +229,18 @@ func (c *faultCluster) count(fault string) {
 	c.faults[fault]++
 }
 
-func (c *faultCluster) send(ctx context.Context, method, url, body string, hdr map[string]string) (reply, error) {
+// send makes one request through the network's client, giving up after
+// clientTimeout. header holds name, value pairs.
+func (c *faultCluster) send(ctx context.Context, method, url, body string, header ...string) (proctest.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, clientTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-	if err != nil {
-		return reply{}, err
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.net.client().Do(req)
-	if err != nil {
-		return reply{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return reply{}, err
-	}
-	return reply{code: resp.StatusCode, body: string(b), header: resp.Header}, nil
+	return proctest.Send(ctx, c.net.client(), method, url, body, header...)
 }
 
 func (c *faultCluster) waitServing(id int) {
 	c.t.Helper()
-	eventually(c.t, startTimeout, func() error {
-		_, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/status", "", nil)
+	proctest.Eventually(c.t, proctest.StartTimeout, func() error {
+		_, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/status", "")
 		return err
 	})
 }
@@ -265,14 +249,14 @@ func (c *faultCluster) waitServing(id int) {
 func (c *faultCluster) waitWritable() {
 	c.t.Helper()
 	ids := c.activeIDs()
-	eventually(c.t, healTimeout, func() error {
+	proctest.Eventually(c.t, healTimeout, func() error {
 		id := ids[c.rng.IntN(len(ids))]
-		r, err := c.send(context.Background(), http.MethodPut, c.api(id)+"/barrier", "x", nil)
+		r, err := c.send(context.Background(), http.MethodPut, c.api(id)+"/barrier", "x")
 		if err != nil {
 			return err
 		}
-		if r.code != http.StatusNoContent {
-			return fmt.Errorf("PUT /barrier via member %d: %d %s", id, r.code, r.body)
+		if r.Code != http.StatusNoContent {
+			return fmt.Errorf("PUT /barrier via member %d: %d %s", id, r.Code, r.Body)
 		}
 		return nil
 	})
@@ -283,17 +267,17 @@ func (c *faultCluster) waitWritable() {
 func (c *faultCluster) leader() int {
 	c.t.Helper()
 	var lead int
-	eventually(c.t, healTimeout, func() error {
+	proctest.Eventually(c.t, healTimeout, func() error {
 		for _, id := range c.activeIDs() {
-			r, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/status", "", nil)
-			if err != nil || r.code != http.StatusOK {
+			r, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/status", "")
+			if err != nil || r.Code != http.StatusOK {
 				continue
 			}
 			var st struct {
 				Leader    int    `json:"leader"`
 				RaftState string `json:"raftState"`
 			}
-			if json.Unmarshal([]byte(r.body), &st) == nil && st.RaftState == "StateLeader" {
+			if json.Unmarshal([]byte(r.Body), &st) == nil && st.RaftState == "StateLeader" {
 				lead = id
 				return nil
 			}
@@ -337,7 +321,7 @@ func (c *faultCluster) killAndRestart(id int, why string) {
 	m.run.expectExit = true
 	c.mu.Unlock()
 	c.logf("SIGKILL member %d (%s)", id, why)
-	m.p.kill()
+	m.p.Kill()
 	c.count("kill")
 	hold(c.faultLength())
 	c.logf("restart member %d", id)
@@ -349,18 +333,14 @@ func (c *faultCluster) pauseAndResume(id int, why string) {
 	c.t.Helper()
 	m := c.member(id)
 	c.logf("SIGSTOP member %d (%s)", id, why)
-	if err := syscall.Kill(m.p.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
-		c.t.Fatalf("SIGSTOP member %d: %v", id, err)
-	}
+	m.p.Signal(syscall.SIGSTOP)
 	c.mu.Lock()
 	m.paused = true
 	c.mu.Unlock()
 	c.count("pause")
 	hold(c.faultLength() + time.Second) // well past an election timeout
 	c.logf("SIGCONT member %d", id)
-	if err := syscall.Kill(m.p.cmd.Process.Pid, syscall.SIGCONT); err != nil {
-		c.t.Fatalf("SIGCONT member %d: %v", id, err)
-	}
+	m.p.Signal(syscall.SIGCONT)
 	c.mu.Lock()
 	m.paused = false
 	c.mu.Unlock()
@@ -458,7 +438,7 @@ func (c *faultCluster) churn() {
 	c.mu.Unlock()
 	c.logf("remove member %d (through member %d)", victim, via)
 	c.memberRequest(http.MethodDelete, via, fmt.Sprintf("/v1/members/%d", victim), "", http.StatusNoContent, "is not in the cluster")
-	if code := c.member(victim).p.waitExit(healTimeout); code != 0 {
+	if code := c.member(victim).p.WaitExit(healTimeout); code != 0 {
 		c.t.Errorf("removed member %d exited with code %d, want 0", victim, code)
 	}
 	c.mu.Lock()
@@ -486,17 +466,17 @@ func (c *faultCluster) churn() {
 // containing doneText says so.
 func (c *faultCluster) memberRequest(method string, via int, path, body string, want int, doneText string) {
 	c.t.Helper()
-	eventually(c.t, healTimeout, func() error {
-		r, err := c.send(context.Background(), method, c.api(via)+path, body, nil)
+	proctest.Eventually(c.t, healTimeout, func() error {
+		r, err := c.send(context.Background(), method, c.api(via)+path, body)
 		switch {
 		case err != nil:
 			return err
-		case r.code == want, doneText != "" && strings.Contains(r.body, doneText):
+		case r.Code == want, doneText != "" && strings.Contains(r.Body, doneText):
 			return nil
-		case r.code == http.StatusConflict || r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout:
-			return fmt.Errorf("%s %s: %d %s", method, path, r.code, r.body) // retry
+		case r.Code == http.StatusConflict || r.Code == http.StatusServiceUnavailable || r.Code == http.StatusGatewayTimeout:
+			return fmt.Errorf("%s %s: %d %s", method, path, r.Code, r.Body) // retry
 		default:
-			c.t.Fatalf("%s %s via member %d: %d %s, want %d", method, path, via, r.code, r.body, want)
+			c.t.Fatalf("%s %s via member %d: %d %s, want %d", method, path, via, r.Code, r.Body, want)
 			return nil
 		}
 	})
@@ -531,7 +511,7 @@ func (fc *faultClient) run(ctx context.Context) {
 		group := fmt.Sprintf("e%d-g%d", epoch, fc.rng.IntN(groupsPerEpoch))
 		ids := fc.c.activeIDs()
 		base := fc.c.api(ids[fc.rng.IntN(len(ids))])
-		slot := fc.rng.IntN(groupSize)
+		slot := fc.rng.IntN(kvhistory.GroupSize)
 		key := groupKey(group, slot)
 		switch r := fc.rng.IntN(100); {
 		case r < 20:
@@ -546,9 +526,9 @@ func (fc *faultClient) run(ctx context.Context) {
 			fc.deleteRoot(ctx, base, group, slot)
 		case r < 78:
 			if s, ok := fc.seen[key]; ok && fc.rng.IntN(4) > 0 {
-				fc.put(ctx, base, group, slot, "/v1/kv/", &mOp{cond: condValueM, expect: s.value})
+				fc.put(ctx, base, group, slot, "/v1/kv/", &kvhistory.Op{Cond: kvhistory.CondValue, Expect: s.value})
 			} else {
-				fc.put(ctx, base, group, slot, "/v1/kv/", &mOp{cond: condAbsentM})
+				fc.put(ctx, base, group, slot, "/v1/kv/", &kvhistory.Op{Cond: kvhistory.CondAbsent})
 			}
 		case r < 84:
 			if s, ok := fc.seen[key]; ok {
@@ -571,17 +551,17 @@ func (fc *faultClient) run(ctx context.Context) {
 // 504, a 503 that says it may still apply) is indeterminate. Other codes
 // are recorded as unexpected. The client then backs off, as a client
 // honouring Retry-After would.
-func (fc *faultClient) failedWrite(ctx context.Context, in mInput, call int64, r reply, err error) {
+func (fc *faultClient) failedWrite(ctx context.Context, in kvhistory.Input, call int64, r proctest.Reply, err error) {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED): // never sent: the member is down
 		fc.c.hist.refused()
-	case err == nil && r.code == http.StatusServiceUnavailable && !strings.Contains(r.body, "may still apply"):
+	case err == nil && r.Code == http.StatusServiceUnavailable && !strings.Contains(r.Body, "may still apply"):
 		fc.c.hist.refused()
 	default:
-		if err == nil && r.code != http.StatusServiceUnavailable && r.code != http.StatusGatewayTimeout {
-			fc.c.hist.unexpectedAnswer("%s: %d %s", in.desc, r.code, strings.TrimSpace(r.body))
+		if err == nil && r.Code != http.StatusServiceUnavailable && r.Code != http.StatusGatewayTimeout {
+			fc.c.hist.unexpectedAnswer("%s: %d %s", in.Desc, r.Code, strings.TrimSpace(r.Body))
 		}
-		fc.c.hist.add(fc.id, in, call, &mOutput{unknown: true, failed: -1})
+		fc.c.hist.add(fc.id, in, call, &kvhistory.Output{Unknown: true})
 	}
 	fc.pause(ctx, 100+fc.rng.IntN(200))
 }
@@ -597,43 +577,46 @@ func (fc *faultClient) pause(ctx context.Context, ms int) {
 }
 
 func (fc *faultClient) getRoot(ctx context.Context, base, group string, slot int) {
-	in := mInput{group: group, ops: []mOp{{slot: slot, kind: mGet}}, desc: fmt.Sprintf("GET /%s", groupKey(group, slot))}
+	in := kvhistory.Input{Group: group, Ops: []kvhistory.Op{{Slot: slot, Kind: kvhistory.Get}}, Desc: fmt.Sprintf("GET /%s", groupKey(group, slot))}
 	call := fc.c.hist.now()
-	r, err := fc.c.send(ctx, http.MethodGet, base+"/"+groupKey(group, slot), "", nil)
-	fc.c.hist.add(fc.id, in, call, fc.readOutcome(in.desc, r, err))
+	r, err := fc.c.send(ctx, http.MethodGet, base+"/"+groupKey(group, slot), "")
+	fc.c.hist.add(fc.id, in, call, fc.readOutcome(in.Desc, r, err))
 }
 
 func (fc *faultClient) getV1(ctx context.Context, base, group string, slot int) {
 	key := groupKey(group, slot)
-	in := mInput{group: group, ops: []mOp{{slot: slot, kind: mGet}}, desc: fmt.Sprintf("GET /v1/kv/%s", key)}
+	in := kvhistory.Input{Group: group, Ops: []kvhistory.Op{{Slot: slot, Kind: kvhistory.Get}}, Desc: fmt.Sprintf("GET /v1/kv/%s", key)}
 	call := fc.c.hist.now()
-	r, err := fc.c.send(ctx, http.MethodGet, base+"/v1/kv/"+key, "", nil)
-	out := fc.readOutcome(in.desc, r, err)
-	if out != nil && out.value != "" {
-		if rev, ok := faultParseETag(r.header.Get("ETag")); ok {
-			fc.seen[key] = seenRev{rev, out.value}
+	r, err := fc.c.send(ctx, http.MethodGet, base+"/v1/kv/"+key, "")
+	out := fc.readOutcome(in.Desc, r, err)
+	if out != nil && out.Value != "" {
+		if rev, ok := faultParseETag(r.Header.Get("ETag")); ok {
+			fc.seen[key] = seenRev{rev, out.Value}
 		} else {
-			fc.c.hist.unexpectedAnswer("%s: 200 without a valid ETag (%q)", in.desc, r.header.Get("ETag"))
+			fc.c.hist.unexpectedAnswer("%s: 200 without a valid ETag (%q)", in.Desc, r.Header.Get("ETag"))
 		}
 	}
 	fc.c.hist.add(fc.id, in, call, out)
 }
 
 // readOutcome turns a read's answer into an output, or nil when it had none.
-func (fc *faultClient) readOutcome(what string, r reply, err error) *mOutput {
+func (fc *faultClient) readOutcome(what string, r proctest.Reply, err error) *kvhistory.Output {
 	switch {
 	case err != nil:
 		return nil
-	case r.code == http.StatusOK:
-		return &mOutput{failed: -1, value: r.body}
-	case r.code == http.StatusNotFound:
-		return &mOutput{failed: -1}
-	case r.code == http.StatusServiceUnavailable || r.code == http.StatusGatewayTimeout:
+	case r.Code == http.StatusOK:
+		return &kvhistory.Output{Value: r.Body}
+	case r.Code == http.StatusNotFound:
+		return &kvhistory.Output{}
+	case r.Code == http.StatusServiceUnavailable || r.Code == http.StatusGatewayTimeout:
 		return nil
 	}
-	fc.c.hist.unexpectedAnswer("%s: %d %s", what, r.code, strings.TrimSpace(r.body))
+	fc.c.hist.unexpectedAnswer("%s: %d %s", what, r.Code, strings.TrimSpace(r.Body))
 	return nil
 }
+
+// etag is the ETag of revision rev (docs/API.md: a quoted decimal).
+func etag(rev uint64) string { return strconv.Quote(strconv.FormatUint(rev, 10)) }
 
 func faultParseETag(s string) (uint64, bool) {
 	rev, err := strconv.ParseUint(strings.Trim(s, `"`), 10, 64)
@@ -642,36 +625,36 @@ func faultParseETag(s string) (uint64, bool) {
 
 // put writes a fresh value through prefix ("/" or "/v1/kv/"), with the
 // condition of cond if given.
-func (fc *faultClient) put(ctx context.Context, base, group string, slot int, prefix string, cond *mOp) {
+func (fc *faultClient) put(ctx context.Context, base, group string, slot int, prefix string, cond *kvhistory.Op) {
 	key := groupKey(group, slot)
-	op := mOp{slot: slot, kind: mPut, value: fc.value()}
-	hdr := map[string]string{}
-	desc := fmt.Sprintf("PUT %s%s=%s", prefix, key, op.value)
+	op := kvhistory.Op{Slot: slot, Kind: kvhistory.Put, Value: fc.value()}
+	var hdr []string
+	desc := fmt.Sprintf("PUT %s%s=%s", prefix, key, op.Value)
 	if cond != nil {
-		op.cond, op.expect = cond.cond, cond.expect
-		if op.cond == condValueM {
-			hdr["If-Match"] = etag(fc.seen[key].rev)
-			desc += fmt.Sprintf(" if=%s", op.expect)
+		op.Cond, op.Expect = cond.Cond, cond.Expect
+		if op.Cond == kvhistory.CondValue {
+			hdr = []string{"If-Match", etag(fc.seen[key].rev)}
+			desc += fmt.Sprintf(" if=%s", op.Expect)
 		} else {
-			hdr["If-None-Match"] = "*"
+			hdr = []string{"If-None-Match", "*"}
 			desc += " if-absent"
 		}
 	}
-	in := mInput{group: group, ops: []mOp{op}, desc: desc}
+	in := kvhistory.Input{Group: group, Ops: []kvhistory.Op{op}, Desc: desc}
 	call := fc.c.hist.now()
-	r, err := fc.c.send(ctx, http.MethodPut, base+prefix+key, op.value, hdr)
-	out := &mOutput{failed: -1}
+	r, err := fc.c.send(ctx, http.MethodPut, base+prefix+key, op.Value, hdr...)
+	out := &kvhistory.Output{}
 	switch {
-	case err == nil && r.code == http.StatusNoContent:
+	case err == nil && r.Code == http.StatusNoContent:
 		if prefix != "/" {
-			if rev, ok := faultParseETag(r.header.Get("ETag")); ok {
-				fc.seen[key] = seenRev{rev, op.value}
+			if rev, ok := faultParseETag(r.Header.Get("ETag")); ok {
+				fc.seen[key] = seenRev{rev, op.Value}
 			} else {
-				fc.c.hist.unexpectedAnswer("%s: 204 without a valid ETag (%q)", desc, r.header.Get("ETag"))
+				fc.c.hist.unexpectedAnswer("%s: 204 without a valid ETag (%q)", desc, r.Header.Get("ETag"))
 			}
 		}
-	case err == nil && r.code == http.StatusPreconditionFailed && cond != nil:
-		out.failed = 0
+	case err == nil && r.Code == http.StatusPreconditionFailed && cond != nil:
+		out.Failed, out.FailedOp = true, 0
 	default:
 		fc.failedWrite(ctx, in, call, r, err)
 		return
@@ -681,15 +664,15 @@ func (fc *faultClient) put(ctx context.Context, base, group string, slot int, pr
 
 func (fc *faultClient) deleteRoot(ctx context.Context, base, group string, slot int) {
 	key := groupKey(group, slot)
-	in := mInput{group: group, ops: []mOp{{slot: slot, kind: mDelete}}, desc: "DELETE /" + key}
+	in := kvhistory.Input{Group: group, Ops: []kvhistory.Op{{Slot: slot, Kind: kvhistory.Delete}}, Desc: "DELETE /" + key}
 	call := fc.c.hist.now()
-	r, err := fc.c.send(ctx, http.MethodDelete, base+"/"+key, "", nil)
-	out := &mOutput{failed: -1}
+	r, err := fc.c.send(ctx, http.MethodDelete, base+"/"+key, "")
+	out := &kvhistory.Output{}
 	switch {
-	case err == nil && r.code == http.StatusNoContent:
-		out.found = []bool{true}
-	case err == nil && r.code == http.StatusNotFound:
-		out.found = []bool{false}
+	case err == nil && r.Code == http.StatusNoContent:
+		out.Found = []bool{true}
+	case err == nil && r.Code == http.StatusNotFound:
+		out.Found = []bool{false}
 	default:
 		fc.failedWrite(ctx, in, call, r, err)
 		return
@@ -699,19 +682,19 @@ func (fc *faultClient) deleteRoot(ctx context.Context, base, group string, slot 
 
 func (fc *faultClient) casDelete(ctx context.Context, base, group string, slot int, s seenRev) {
 	key := groupKey(group, slot)
-	in := mInput{group: group, ops: []mOp{{slot: slot, kind: mDelete, cond: condValueM, expect: s.value}},
-		desc: fmt.Sprintf("DELETE /v1/kv/%s if=%s", key, s.value)}
+	in := kvhistory.Input{Group: group, Ops: []kvhistory.Op{{Slot: slot, Kind: kvhistory.Delete, Cond: kvhistory.CondValue, Expect: s.value}},
+		Desc: fmt.Sprintf("DELETE /v1/kv/%s if=%s", key, s.value)}
 	call := fc.c.hist.now()
-	r, err := fc.c.send(ctx, http.MethodDelete, base+"/v1/kv/"+key, "", map[string]string{"If-Match": etag(s.rev)})
-	out := &mOutput{failed: -1}
+	r, err := fc.c.send(ctx, http.MethodDelete, base+"/v1/kv/"+key, "", "If-Match", etag(s.rev))
+	out := &kvhistory.Output{}
 	switch {
-	case err == nil && r.code == http.StatusNoContent:
-		out.found = []bool{true}
+	case err == nil && r.Code == http.StatusNoContent:
+		out.Found = []bool{true}
 		delete(fc.seen, key)
-	case err == nil && r.code == http.StatusPreconditionFailed:
-		out.failed = 0
-	case err == nil && r.code == http.StatusNotFound:
-		out.found = []bool{false} // the model rejects this: the condition needs the key
+	case err == nil && r.Code == http.StatusPreconditionFailed:
+		out.Failed, out.FailedOp = true, 0
+	case err == nil && r.Code == http.StatusNotFound:
+		out.Found = []bool{false} // the model rejects this: the condition needs the key
 	default:
 		fc.failedWrite(ctx, in, call, r, err)
 		return
@@ -722,42 +705,42 @@ func (fc *faultClient) casDelete(ctx context.Context, base, group string, slot i
 // txn sends a transaction over two or three keys of one group, each op a
 // put or a delete, some conditional.
 func (fc *faultClient) txn(ctx context.Context, base, group string) {
-	slots := fc.rng.Perm(groupSize)[:2+fc.rng.IntN(groupSize-1)]
-	var ops []mOp
+	slots := fc.rng.Perm(kvhistory.GroupSize)[:2+fc.rng.IntN(kvhistory.GroupSize-1)]
+	var ops []kvhistory.Op
 	var body []map[string]any
 	var desc []string
 	for _, slot := range slots {
 		key := groupKey(group, slot)
-		o := mOp{slot: slot, kind: mDelete}
+		o := kvhistory.Op{Slot: slot, Kind: kvhistory.Delete}
 		jo := map[string]any{"op": "delete", "key": key}
 		if fc.rng.IntN(3) > 0 {
-			o.kind, o.value = mPut, fc.value()
-			jo["op"], jo["value"] = "put", o.value
+			o.Kind, o.Value = kvhistory.Put, fc.value()
+			jo["op"], jo["value"] = "put", o.Value
 		}
 		d := fmt.Sprintf("%s %s", jo["op"], key)
-		if o.kind == mPut {
-			d += "=" + o.value
+		if o.Kind == kvhistory.Put {
+			d += "=" + o.Value
 		}
 		s, ok := fc.seen[key]
 		switch r := fc.rng.IntN(3); {
 		case r == 0 && ok:
-			o.cond, o.expect = condValueM, s.value
+			o.Cond, o.Expect = kvhistory.CondValue, s.value
 			jo["ifRev"] = s.rev
 			d += " if=" + s.value
 		case r == 1:
-			o.cond = condAbsentM
+			o.Cond = kvhistory.CondAbsent
 			jo["ifAbsent"] = true
 			d += " if-absent"
 		}
 		ops, body, desc = append(ops, o), append(body, jo), append(desc, d)
 	}
 	payload, _ := json.Marshal(body)
-	in := mInput{group: group, ops: ops, desc: "TXN [" + strings.Join(desc, "; ") + "]"}
+	in := kvhistory.Input{Group: group, Ops: ops, Desc: "TXN [" + strings.Join(desc, "; ") + "]"}
 	call := fc.c.hist.now()
-	r, err := fc.c.send(ctx, http.MethodPost, base+"/v1/txn", string(payload), nil)
-	out := &mOutput{failed: -1}
+	r, err := fc.c.send(ctx, http.MethodPost, base+"/v1/txn", string(payload))
+	out := &kvhistory.Output{}
 	switch {
-	case err == nil && r.code == http.StatusOK:
+	case err == nil && r.Code == http.StatusOK:
 		var res struct {
 			Succeeded bool   `json:"succeeded"`
 			Rev       uint64 `json:"rev"`
@@ -765,30 +748,30 @@ func (fc *faultClient) txn(ctx context.Context, base, group string) {
 				Found bool `json:"found"`
 			} `json:"results"`
 		}
-		if json.Unmarshal([]byte(r.body), &res) != nil || !res.Succeeded || len(res.Results) != len(ops) {
-			fc.c.hist.unexpectedAnswer("%s: 200 %s", in.desc, r.body)
-			out.unknown = true
+		if json.Unmarshal([]byte(r.Body), &res) != nil || !res.Succeeded || len(res.Results) != len(ops) {
+			fc.c.hist.unexpectedAnswer("%s: 200 %s", in.Desc, r.Body)
+			out.Unknown = true
 			break
 		}
 		for i, o := range ops {
-			out.found = append(out.found, res.Results[i].Found)
-			key := groupKey(group, o.slot)
-			if o.kind == mPut {
-				fc.seen[key] = seenRev{res.Rev, o.value}
+			out.Found = append(out.Found, res.Results[i].Found)
+			key := groupKey(group, o.Slot)
+			if o.Kind == kvhistory.Put {
+				fc.seen[key] = seenRev{res.Rev, o.Value}
 			} else {
 				delete(fc.seen, key)
 			}
 		}
-	case err == nil && r.code == http.StatusPreconditionFailed:
+	case err == nil && r.Code == http.StatusPreconditionFailed:
 		var res struct {
 			Failed *int `json:"failed"`
 		}
-		if json.Unmarshal([]byte(r.body), &res) != nil || res.Failed == nil {
-			fc.c.hist.unexpectedAnswer("%s: 412 %s", in.desc, r.body)
-			out.unknown = true
+		if json.Unmarshal([]byte(r.Body), &res) != nil || res.Failed == nil {
+			fc.c.hist.unexpectedAnswer("%s: 412 %s", in.Desc, r.Body)
+			out.Unknown = true
 			break
 		}
-		out.failed = *res.Failed
+		out.Failed, out.FailedOp = true, *res.Failed
 	default:
 		fc.failedWrite(ctx, in, call, r, err)
 		return
@@ -822,7 +805,7 @@ func (c *faultCluster) finish() {
 	c.mu.Lock()
 	for _, m := range c.members {
 		if m.paused {
-			syscall.Kill(m.p.cmd.Process.Pid, syscall.SIGCONT)
+			m.p.Process.Signal(syscall.SIGCONT) // it may have exited since
 			m.paused = false
 		}
 	}
@@ -832,10 +815,10 @@ func (c *faultCluster) finish() {
 
 	// Converge: every member applies as far as the leader committed.
 	var applied map[int]uint64
-	eventually(c.t, healTimeout, func() error {
+	proctest.Eventually(c.t, healTimeout, func() error {
 		applied = map[int]uint64{}
 		for _, id := range ids {
-			r, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/status", "", nil)
+			r, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/status", "")
 			if err != nil {
 				return err
 			}
@@ -843,7 +826,7 @@ func (c *faultCluster) finish() {
 				Commit  uint64 `json:"commitIndex"`
 				Applied uint64 `json:"appliedIndex"`
 			}
-			if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+			if err := json.Unmarshal([]byte(r.Body), &st); err != nil {
 				return err
 			}
 			applied[id] = st.Applied
@@ -856,14 +839,14 @@ func (c *faultCluster) finish() {
 	// Every member holds the same keys at the same revisions.
 	var first string
 	for _, id := range ids {
-		r, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/kv?consistency=serializable&limit=10000", "", nil)
-		if err != nil || r.code != http.StatusOK {
-			c.t.Fatalf("list keys on member %d: %v %d %s", id, err, r.code, r.body)
+		r, err := c.send(context.Background(), http.MethodGet, c.api(id)+"/v1/kv?consistency=serializable&limit=10000", "")
+		if err != nil || r.Code != http.StatusOK {
+			c.t.Fatalf("list keys on member %d: %v %d %s", id, err, r.Code, r.Body)
 		}
 		if first == "" {
-			first = r.body
-		} else if r.body != first {
-			c.t.Errorf("member %d's keys differ from member %d's after healing:\n%s\nvs\n%s", id, ids[0], r.body, first)
+			first = r.Body
+		} else if r.Body != first {
+			c.t.Errorf("member %d's keys differ from member %d's after healing:\n%s\nvs\n%s", id, ids[0], r.Body, first)
 		}
 	}
 	// Read every key ever used from every member, into the history.
@@ -872,7 +855,7 @@ func (c *faultCluster) finish() {
 		fc := &faultClient{c: c, id: 1000 + id, seen: map[string]seenRev{}}
 		for e := range epochs {
 			for g := range groupsPerEpoch {
-				for s := range groupSize {
+				for s := range kvhistory.GroupSize {
 					fc.getV1(context.Background(), c.api(id), fmt.Sprintf("e%d-g%d", e, g), s)
 				}
 			}
