@@ -538,6 +538,8 @@ func (s *kvstore) applyPut(o wire.Op, index uint64, lone bool, res *txnResult, i
 	if o.TTL > 0 {
 		leaseID = s.grantLease(o.Lease, o.TTL, index, true)
 		res.Lease = leaseID
+	} else if s.leases[leaseID] == nil {
+		leaseID = 0 // its lease was revoked earlier in the same entry: written unattached
 	}
 	it = kvItem{Key: o.Key, Value: v, Rev: index, CreateRev: index, Lease: leaseID}
 	prev, existed = s.items.ReplaceOrInsert(it)

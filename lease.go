@@ -107,8 +107,12 @@ func (s *kvstore) checkLease(o wire.Op) error {
 
 // grantLease creates a lease and returns its ID: id, or when id is 0 the
 // entry's index (or the first unused ID above it, if a client took it);
-// the caller holds s.mu and has checked that a chosen id is unused.
+// the caller holds s.mu and has checked that a chosen id was unused before
+// the entry. (An entry that grants the same ID twice grants it once.)
 func (s *kvstore) grantLease(id uint64, ttl time.Duration, index uint64, own bool) uint64 {
+	if s.leases[id] != nil && id != 0 {
+		return id
+	}
 	if id == 0 {
 		for id = index; s.leases[id] != nil; id++ {
 		}
@@ -150,9 +154,10 @@ func (s *kvstore) applyLeaseOp(o wire.Op, index, term uint64, res *txnResult) (i
 	case wire.LeaseGrant:
 		res.Lease = s.grantLease(o.Lease, o.TTL, index, false)
 	case wire.LeaseKeepalive:
-		l := s.leases[o.Lease]
-		l.Remaining, l.RefreshIndex, l.deadline = l.TTL, index, time.Now().Add(l.TTL)
-		res.Lease = l.ID
+		if l := s.leases[o.Lease]; l != nil { // revoked earlier in the same entry
+			l.Remaining, l.RefreshIndex, l.deadline = l.TTL, index, time.Now().Add(l.TTL)
+			res.Lease = l.ID
+		}
 	case wire.LeaseRevoke:
 		return s.revoke(o.Lease, index)
 	case wire.LeaseExpire:
