@@ -179,8 +179,9 @@ func TestLeaseRevokeDeletesKeysInOneRevision(t *testing.T) {
 	for _, k := range []string{"a/1", "a/2", "a/3"} {
 		putWith(t, base, k, "v", fmt.Sprintf("?lease=%d", id))
 	}
-	putWith(t, base, "a/other", "v", "")
-	w, _, _, err := c.members[2].kvs.Watch("a/", true, 0, false)
+	last := putWith(t, base, "a/other", "v", "").rev()
+	// From the last write on: member 2 may not have applied it yet.
+	w, _, _, err := c.members[2].kvs.Watch("a/", true, last, true)
 	if err != nil {
 		t.Fatal(err)
 	}
