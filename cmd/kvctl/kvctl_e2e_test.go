@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,7 +177,7 @@ func TestE2EKeys(t *testing.T) {
 
 	// A transaction applies whole, or exits 3 and applies nothing.
 	ops := `[{"op":"put","key":"t/1","value":"x"},{"op":"delete","key":"a/1"}]`
-	if r := kvctlProc(t, ops, c.eps, "txn", "-o", "json").want(t, exitOK); !strings.Contains(r.stdout, `"results":[{"found":false},{"found":true}]`) {
+	if r := kvctlProc(t, ops, c.eps, "txn", "-o", "json").want(t, exitOK); !regexp.MustCompile(`"results":\[\{"found":false,"createRev":\d+\},\{"found":true\}\]`).MatchString(r.stdout) {
 		t.Errorf("txn -o json: %q", r.stdout)
 	}
 	failing := `[{"op":"put","key":"t/2","value":"y"},{"op":"put","key":"t/1","value":"z","ifAbsent":true}]`
