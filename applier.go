@@ -139,7 +139,7 @@ func (a *applier) publishEntries(ents []*raftpb.Entry) (<-chan struct{}, error) 
 	batch := make([]committedEntry, len(ents))
 	removed := false
 	for i, e := range ents {
-		batch[i].index = e.GetIndex()
+		batch[i].index, batch[i].term = e.GetIndex(), e.GetTerm()
 		switch e.GetType() {
 		case raftpb.EntryNormal:
 			batch[i].data = e.Data

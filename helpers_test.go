@@ -96,6 +96,8 @@ func defaultMemberOptions() memberOptions {
 			WatchQueueRevisions: defaultWatchQueueRevisions,
 			WatchQueueBytes:     defaultWatchQueueBytes,
 			QuotaBytes:          2 << 30,
+
+			LeaseCheckpointInterval: 5 * time.Second,
 		},
 		http: httpConfig{
 			RequestTimeout:  3 * time.Second,

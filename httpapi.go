@@ -48,6 +48,7 @@ type clusterAPI interface {
 // the /v1 API (httpv1.go), and the operator's endpoints (httpcluster.go).
 type clientAPI struct {
 	store           kvAPI
+	leases          leaseAPI // the store's leases; nil if it has none
 	cluster         clusterAPI
 	status          statusAPI
 	metrics         *metrics
@@ -86,6 +87,7 @@ func newClientAPI(store kvAPI, cluster clusterAPI, status statusAPI, cfg httpCon
 
 		requireClientCert: cfg.RequireClientCert,
 	}
+	h.leases, _ = store.(leaseAPI)
 	h.routes = h.buildRoutes()
 	return h
 }
@@ -172,6 +174,12 @@ func (h *clientAPI) route(r *http.Request) (string, http.HandlerFunc) {
 		return "v1_members", h.routes.members
 	case p == "/v1/leader":
 		return "v1_leader", h.routes.leader
+	case p == "/v1/leases" || strings.HasPrefix(p, "/v1/leases/"):
+		return "v1_leases", h.routes.leases
+	case strings.HasPrefix(p, "/v1/locks/"):
+		return "v1_locks", h.routes.locks
+	case strings.HasPrefix(p, "/v1/elections/"):
+		return "v1_elections", h.routes.elections
 	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
 		return "v1_unknown", h.routes.unknown
 	case p == "/ui" || strings.HasPrefix(p, "/ui/"):
@@ -185,6 +193,7 @@ func (h *clientAPI) route(r *http.Request) (string, http.HandlerFunc) {
 // its method check and request timeout.
 type routeHandlers struct {
 	health, metrics, watch, list, key, txn, status, clusterStatus, members, leader, unknown, ui, root http.HandlerFunc
+	leases, locks, elections                                                                          http.HandlerFunc
 }
 
 func (h *clientAPI) buildRoutes() routeHandlers {
@@ -205,6 +214,10 @@ func (h *clientAPI) buildRoutes() routeHandlers {
 		},
 		ui:   h.getOrHead(serveUI(uiFiles)),
 		root: h.timed(h.serveRoot),
+		// Locks and campaigns bound their own waits (httplock.go).
+		leases:    h.withLeases(h.timed(h.leasesMux().ServeHTTP)),
+		locks:     h.withLeases(h.locksMux().ServeHTTP),
+		elections: h.withLeases(h.electionsMux().ServeHTTP),
 	}
 }
 
@@ -455,7 +468,7 @@ func statusFor(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errBodyTimeout):
+	case errors.Is(err, errBodyTimeout), errors.Is(err, errWaitElapsed):
 		return http.StatusRequestTimeout
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound

@@ -65,6 +65,7 @@ func (h *clientAPI) v1Get(w http.ResponseWriter, r *http.Request, key string) {
 		w.WriteHeader(http.StatusNotModified)
 	default:
 		w.Header().Set("ETag", etag(it.Rev))
+		setItemHeaders(w.Header(), it)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(it.Value)
 	}
@@ -91,6 +92,14 @@ func (h *clientAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 			return
 		}
 		o = wire.Op{Kind: wire.Put, Key: key, Value: v}
+		if o.Lease, o.TTL, err = parseKeyLease(r); err != nil {
+			h.jsonFail(w, err)
+			return
+		}
+		if (o.Lease != 0 || o.TTL != 0) && h.leases == nil {
+			h.jsonFail(w, fmt.Errorf("%w: this store has no leases", errInvalid))
+			return
+		}
 	}
 	var err error
 	if o.Cond, o.CondRev, err = parseConditions(r.Header); err != nil {
@@ -101,6 +110,8 @@ func (h *clientAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 	switch {
 	case err != nil:
 		h.jsonFail(w, err)
+	case res.Failed == 0 && res.LeaseErr != nil:
+		h.jsonFail(w, fmt.Errorf("key %q, lease %d: %w", key, o.Lease, res.LeaseErr))
 	case res.Failed == 0:
 		h.jsonFail(w, fmt.Errorf("%w: key %q does not match %s", errCondition, key, describeCond(o)))
 	case o.Kind == wire.Delete && !res.Found[0]:
@@ -108,8 +119,24 @@ func (h *clientAPI) v1Write(w http.ResponseWriter, r *http.Request, key string) 
 	default:
 		if o.Kind == wire.Put {
 			w.Header().Set("ETag", etag(res.Rev))
+			if len(res.CreateRev) > 0 {
+				w.Header().Set("X-Create-Revision", strconv.FormatUint(res.CreateRev[0], 10))
+			}
+			if lease := max(o.Lease, res.Lease); lease != 0 {
+				w.Header().Set("X-Lease", strconv.FormatUint(lease, 10))
+			}
 		}
 		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// setItemHeaders gives a key's revisions and lease, which a raw value has no
+// room for, as headers.
+func setItemHeaders(h http.Header, it kvItem) {
+	h.Set("X-Create-Revision", strconv.FormatUint(it.CreateRev, 10))
+	h.Set("X-Mod-Revision", strconv.FormatUint(it.Rev, 10))
+	if it.Lease != 0 {
+		h.Set("X-Lease", strconv.FormatUint(it.Lease, 10))
 	}
 }
 
@@ -149,10 +176,15 @@ func describeCond(o wire.Op) string {
 }
 
 // jsonKey names a key in JSON: as a string when it is UTF-8, else base64.
+// Rev is its mod revision, also given as modRev next to createRev (for a
+// key that exists) and its lease (when it has one).
 type jsonKey struct {
 	Key       string `json:"key,omitempty"`
 	KeyBase64 []byte `json:"keyBase64,omitempty"`
 	Rev       uint64 `json:"rev"`
+	CreateRev uint64 `json:"createRev,omitempty"`
+	ModRev    uint64 `json:"modRev,omitempty"`
+	Lease     uint64 `json:"lease,omitempty"`
 }
 
 func newJSONKey(key string, rev uint64) jsonKey {
@@ -160,6 +192,13 @@ func newJSONKey(key string, rev uint64) jsonKey {
 		return jsonKey{Key: key, Rev: rev}
 	}
 	return jsonKey{KeyBase64: []byte(key), Rev: rev}
+}
+
+// newJSONItem names a stored key with its revisions and lease.
+func newJSONItem(it kvItem) jsonKey {
+	k := newJSONKey(it.Key, it.Rev)
+	k.CreateRev, k.ModRev, k.Lease = it.CreateRev, it.Rev, it.Lease
+	return k
 }
 
 func (h *clientAPI) list(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +234,7 @@ func (h *clientAPI) list(w http.ResponseWriter, r *http.Request) {
 		Rev  uint64    `json:"rev"` // the state's revision: watch with rev= this to follow on
 	}{Keys: make([]jsonKey, len(page.Items)), More: page.More, Rev: page.Rev}
 	for i, it := range page.Items {
-		out.Keys[i] = newJSONKey(it.Key, it.Rev)
+		out.Keys[i] = newJSONItem(it)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -265,7 +304,8 @@ func (h *clientAPI) txn(w http.ResponseWriter, r *http.Request) {
 			http.StatusPreconditionFailed}, res.Failed})
 	default:
 		type opResult struct {
-			Found bool `json:"found"`
+			Found     bool   `json:"found"`
+			CreateRev uint64 `json:"createRev,omitempty"` // puts: the key's create revision
 		}
 		out := struct {
 			Succeeded bool       `json:"succeeded"`
@@ -274,6 +314,9 @@ func (h *clientAPI) txn(w http.ResponseWriter, r *http.Request) {
 		}{Succeeded: true, Rev: res.Rev, Results: make([]opResult, len(ops))}
 		for i, f := range res.Found {
 			out.Results[i].Found = f
+			if res.CreateRev != nil {
+				out.Results[i].CreateRev = res.CreateRev[i]
+			}
 		}
 		writeJSON(w, http.StatusOK, out)
 	}
@@ -340,7 +383,9 @@ type jsonEvent struct {
 
 func newJSONEvent(e event) jsonEvent {
 	je := jsonEvent{Type: e.Type.String(), jsonKey: newJSONKey(e.Key, e.Rev)}
+	je.ModRev = e.Rev
 	if e.Type == wire.Put {
+		je.CreateRev = e.CreateRev
 		if utf8.Valid(e.Value) {
 			v := string(e.Value)
 			je.Value = &v

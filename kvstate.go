@@ -21,6 +21,7 @@ type kvState struct {
 	Items     *btree.BTreeG[kvItem]
 	HistStart uint64
 	History   []event
+	Leases    []wire.Lease // in ID order; their keys are the items naming them
 }
 
 // writeKV streams s to w as a state file.
@@ -32,18 +33,18 @@ func writeKV(w io.Writer, s kvState) error {
 	for i, e := range s.History {
 		h.Events[i] = wire.Event(e)
 	}
-	return wire.WriteState(w, s.Items.Len(), items, h)
+	return wire.WriteState(w, s.Items.Len(), items, h, s.Leases)
 }
 
 // readKV reads a state file of size bytes that writeKV wrote.
 func readKV(r io.Reader, size int64) (kvState, error) {
 	tb := &treeBuilder{tree: newKVTree()}
-	h, err := wire.ReadState(r, size, tb)
+	h, leases, err := wire.ReadState(r, size, tb)
 	items := tb.finish()
 	if err != nil {
 		return kvState{}, err
 	}
-	s := kvState{Items: items, HistStart: h.Start, History: make([]event, len(h.Events))}
+	s := kvState{Items: items, HistStart: h.Start, History: make([]event, len(h.Events)), Leases: leases}
 	for i, e := range h.Events {
 		s.History[i] = event(e)
 	}

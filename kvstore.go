@@ -42,6 +42,7 @@ type kvstore struct {
 	histRevs  int     // revisions in history
 	histBytes int64   // history's size, counted by eventBytes
 	watchers  map[*watcher]struct{}
+	leases    map[uint64]*lease // replicated, but for each lease's local deadline
 
 	// stateBytes is the size of the state, keys plus values; written under
 	// mu, read without it by writers checking the quota.
@@ -50,16 +51,19 @@ type kvstore struct {
 	waits     wait.Wait      // request ID -> txnResult
 	appliedAt wait.WaitTime  // applied index reached
 	stopped   chan struct{}  // closed when commitC is closed
-	wg        sync.WaitGroup // readCommits and awaitFresh
+	wg        sync.WaitGroup // readCommits, awaitFresh and the lessor
 	fresh     chan struct{}  // closed once the state holds all this member ever acknowledged
 }
 
-// kvItem is a stored key with its value and the raft index (revision) of
-// the entry that last wrote it.
+// kvItem is a stored key with its value, the raft index (revision) of the
+// entry that last wrote it, that of the entry that created it, and the lease
+// it is attached to (0: none). Its fields are wire.Item's.
 type kvItem struct {
-	Key   string
-	Value []byte
-	Rev   uint64
+	Key       string
+	Value     []byte
+	Rev       uint64
+	CreateRev uint64
+	Lease     uint64
 }
 
 // newKVTree returns an empty tree of items in key order.
@@ -69,23 +73,30 @@ func newKVTree() *btree.BTreeG[kvItem] {
 
 // event is one applied change, as watchers see it.
 type event struct {
-	Type  wire.OpKind
-	Key   string
-	Value []byte
-	Rev   uint64
+	Type      wire.OpKind
+	Key       string
+	Value     []byte
+	Rev       uint64
+	CreateRev uint64 // puts only
 }
 
 // txnResult is what the applier tells a waiting writer.
 type txnResult struct {
-	Rev    uint64 // raft index of the entry: the revision of what it wrote
-	Failed int    // index of the first op whose condition failed, or -1
-	Found  []bool // per op: whether its key existed before the entry
+	Rev       uint64   // raft index of the entry: the revision of what it wrote
+	Failed    int      // index of the first op whose condition failed, or -1
+	Found     []bool   // per op: whether its key existed before the entry
+	CreateRev []uint64 // per put: its key's create revision after the entry
+	// LeaseErr says why op Failed failed when a lease did, not a
+	// condition: errLeaseNotFound or errLeaseExists.
+	LeaseErr error
+	Lease    uint64 // the lease the entry granted (a grant, or a put's own)
 }
 
 // committedEntry is one raft entry ready to apply. data is empty for
 // entries that only advance the index (leader no-ops, membership changes).
 type committedEntry struct {
 	index uint64
+	term  uint64 // the term it was appended in, which LeaseExpire checks
 	data  []byte
 }
 
@@ -117,6 +128,10 @@ type kvConfig struct {
 	WatchQueueBytes     int64
 	// QuotaBytes bounds the state's keys plus values (--quota-bytes).
 	QuotaBytes int64
+	// LeaseCheckpointInterval is how often the leader records the remaining
+	// TTLs of leases through raft (--lease-checkpoint-interval), so that a
+	// restart of the whole cluster resumes them; 0 records none.
+	LeaseCheckpointInterval time.Duration
 }
 
 // The watcher queue's defaults: enough for a burst of small writes or a
@@ -136,6 +151,7 @@ func newKVStore(cfg kvConfig, proposeC chan<- proposal) *kvstore {
 		ids:       idutil.NewGenerator(uint16(cfg.MemberID), time.Now()),
 		items:     newKVTree(),
 		watchers:  map[*watcher]struct{}{},
+		leases:    map[uint64]*lease{},
 		waits:     wait.New(),
 		appliedAt: wait.NewTimeList(),
 		stopped:   make(chan struct{}),
@@ -151,6 +167,7 @@ func newKVStore(cfg kvConfig, proposeC chan<- proposal) *kvstore {
 	m.gaugeFunc("watch_history_revisions", "Revisions in the watch history (bounded by --watch-history).",
 		func() float64 { return float64(s.historyStats().revs) })
 	m.gaugeFunc("watchers", "Open watches on this member.", func() float64 { return float64(s.historyStats().watchers) })
+	m.gaugeFunc("leases", "Leases in this member's state.", func() float64 { return float64(s.leaseCount()) })
 	return s
 }
 
@@ -175,15 +192,20 @@ type raftLink struct {
 	leader    *leaderWatch
 	readIndex func(context.Context) (uint64, error)
 	bootLast  uint64        // the last entry in the WAL at start
-	retry     time.Duration // between ReadIndex rounds while catching up
+	retry     time.Duration // between ReadIndex rounds while catching up; the election timeout
+	leadTerm  func() uint64 // the term this member leads in, or 0
 }
 
-// start applies commits until commitC is closed.
+// start applies commits until commitC is closed, and runs the lessor, which
+// expires leases while this member leads, until then too.
 func (s *kvstore) start(l raftLink) {
 	s.leader = l.leader
 	s.readIndex = l.readIndex
 	s.wg.Go(func() { s.readCommits(l.commitC) })
 	s.wg.Go(func() { s.awaitFresh(l.bootLast, l.retry) })
+	if l.leadTerm != nil {
+		s.wg.Go(func() { s.runLessor(l.leadTerm, l.retry) })
+	}
 }
 
 // wait returns once the goroutines start began have ended: after raftNode
@@ -427,7 +449,7 @@ func (s *kvstore) apply(ents []committedEntry) {
 			s.logger.Warn("skipping malformed entry", zap.Uint64("index", e.index), zap.Error(err))
 			continue
 		}
-		results = append(results, done{r.ID, s.applyTxn(r.Ops, e.index)})
+		results = append(results, done{r.ID, s.applyTxn(r.Ops, e.index, e.term)})
 	}
 	s.applied = ents[len(ents)-1].index
 	applied := s.applied
@@ -442,14 +464,22 @@ func (s *kvstore) apply(ents []committedEntry) {
 
 // applyTxn checks every condition against the state before the entry, then
 // applies all ops or none; the caller holds s.mu. Applying the same entry
-// twice leaves the same state, which makes replay after a crash safe.
-func (s *kvstore) applyTxn(ops []wire.Op, index uint64) txnResult {
+// twice leaves the same state, which makes replay after a crash safe. term
+// is the term the entry was appended in.
+func (s *kvstore) applyTxn(ops []wire.Op, index, term uint64) txnResult {
 	res := txnResult{Rev: index, Failed: -1, Found: make([]bool, len(ops))}
 	// A lone unconditional op (a plain PUT or DELETE) needs no look-up
 	// first: applying it tells whether its key existed.
-	lone := len(ops) == 1 && ops[0].Cond == wire.CondNone
+	lone := len(ops) == 1 && ops[0].Cond == wire.CondNone && !needsLeaseCheck(ops[0])
 	if !lone {
 		for i, o := range ops {
+			if err := s.checkLease(o); err != nil {
+				res.Failed, res.LeaseErr = i, err
+				return res
+			}
+			if o.Kind.IsLease() {
+				continue
+			}
 			cur, ok := s.items.Get(kvItem{Key: o.Key})
 			res.Found[i] = ok
 			if !condHolds(o, cur, ok) {
@@ -465,23 +495,19 @@ func (s *kvstore) applyTxn(ops []wire.Op, index uint64) txnResult {
 		var prev kvItem
 		switch o.Kind {
 		case wire.Put:
-			// o.Value points into the raft entry. A lone put's entry is
-			// little more than its value: keeping it saves a copy, and the
-			// state, the watch history and raft's log then share one
-			// buffer (with 1 MiB values that is half the memory). A txn's
-			// value is copied, so that a key left from a large txn does
-			// not keep the whole entry alive.
-			v := o.Value[:len(o.Value):len(o.Value)]
-			if !lone {
-				v = bytes.Clone(v)
-			}
-			prev, existed = s.items.ReplaceOrInsert(kvItem{Key: o.Key, Value: v, Rev: index})
-			grew += itemBytes(o.Key, v)
-			evs = append(evs, event{Type: wire.Put, Key: o.Key, Value: v, Rev: index})
+			var it kvItem
+			it, prev, existed = s.applyPut(o, index, lone, &res, i)
+			grew += itemBytes(it.Key, it.Value)
+			evs = append(evs, event{Type: wire.Put, Key: it.Key, Value: it.Value, Rev: index, CreateRev: it.CreateRev})
 		case wire.Delete:
 			if prev, existed = s.items.Delete(kvItem{Key: o.Key}); existed {
+				s.detach(prev.Lease, prev.Key)
 				evs = append(evs, event{Type: wire.Delete, Key: o.Key, Rev: index})
 			}
+		default:
+			freed, dels := s.applyLeaseOp(o, index, term, &res)
+			grew -= freed
+			evs = append(evs, dels...)
 		}
 		if existed {
 			grew -= itemBytes(prev.Key, prev.Value)
@@ -493,6 +519,45 @@ func (s *kvstore) applyTxn(ops []wire.Op, index uint64) txnResult {
 	s.stateBytes.Add(grew)
 	s.record(evs)
 	return res
+}
+
+// applyPut writes a put's key, granting it a lease of its own if it asks,
+// and moves the key between leases; the caller holds s.mu. It returns the
+// item it wrote and the one it replaced, if any.
+func (s *kvstore) applyPut(o wire.Op, index uint64, lone bool, res *txnResult, i int) (it, prev kvItem, existed bool) {
+	// o.Value points into the raft entry. A lone put's entry is little
+	// more than its value: keeping it saves a copy, and the state, the
+	// watch history and raft's log then share one buffer (with 1 MiB
+	// values that is half the memory). A txn's value is copied, so that a
+	// key left from a large txn does not keep the whole entry alive.
+	v := o.Value[:len(o.Value):len(o.Value)]
+	if !lone {
+		v = bytes.Clone(v)
+	}
+	leaseID := o.Lease
+	if o.TTL > 0 {
+		leaseID = s.grantLease(o.Lease, o.TTL, index, true)
+		res.Lease = leaseID
+	} else if s.leases[leaseID] == nil {
+		leaseID = 0 // its lease was revoked earlier in the same entry: written unattached
+	}
+	it = kvItem{Key: o.Key, Value: v, Rev: index, CreateRev: index, Lease: leaseID}
+	prev, existed = s.items.ReplaceOrInsert(it)
+	if existed {
+		it.CreateRev = prev.CreateRev
+		s.items.ReplaceOrInsert(it)
+	}
+	if !existed || prev.Lease != leaseID {
+		if existed {
+			s.detach(prev.Lease, o.Key)
+		}
+		s.attach(leaseID, o.Key)
+	}
+	if res.CreateRev == nil {
+		res.CreateRev = make([]uint64, len(res.Found))
+	}
+	res.CreateRev[i] = it.CreateRev
+	return it, prev, existed
 }
 
 func condHolds(o wire.Op, cur kvItem, exists bool) bool {
@@ -584,7 +649,7 @@ func (s *kvstore) slideHistory(n int) {
 // applier.
 func (s *kvstore) getSnapshot() func(io.Writer) error {
 	s.mu.Lock() // Clone updates the tree's copy-on-write bookkeeping
-	st := kvState{Items: s.items.Clone(), HistStart: s.histStart, History: slices.Clone(s.history)}
+	st := kvState{Items: s.items.Clone(), HistStart: s.histStart, History: slices.Clone(s.history), Leases: s.leaseRecords()}
 	s.mu.Unlock()
 	return func(w io.Writer) error { return writeKV(w, st) }
 }
@@ -599,6 +664,7 @@ func (s *kvstore) restore(st kvState, index uint64) {
 	})
 	s.mu.Lock()
 	s.items, s.histStart, s.history = st.Items, st.HistStart, st.History
+	s.restoreLeases(st.Leases)
 	s.histBuf = nil // let go of the old history's values
 	s.stateBytes.Store(size)
 	s.histRevs, s.histBytes = 0, 0

@@ -41,6 +41,7 @@ type config struct {
 	client          connLimits // the client API's connections
 	watchHistBytes  int64
 	quotaBytes      int64
+	leaseCheckpoint time.Duration
 	maxKeyBytes     int
 	clientTLS       transport.TLSInfo
 	gc              gcTuner
@@ -67,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.watchHistBytes, "watch-history-bytes", 64<<20, "most bytes of keys and values the watch history keeps")
 	fs.Uint64Var(&c.raft.MaxLogBytes, "max-log-bytes", 64<<20, "bound on raft's in-memory log in bytes; half of it applied triggers a snapshot")
 	fs.Int64Var(&c.quotaBytes, "quota-bytes", 2<<30, "most bytes of keys and values in the state; writes that add data past it get 507")
+	fs.DurationVar(&c.leaseCheckpoint, "lease-checkpoint-interval", 5*time.Second, "how often the leader records leases' remaining TTLs through raft, so a restart of the whole cluster resumes them (0: never)")
 	fs.IntVar(&c.maxKeyBytes, "max-key-bytes", 8<<10, "longest key (or prefix) accepted on any route")
 	fs.DurationVar(&c.raft.PurgeInterval, "purge-interval", 30*time.Second, "how often WAL and snapshot files beyond --max-wals/--max-snapshots are removed (a failed purge is retried as often)")
 	fs.IntVar(&c.maxConnections, "max-connections", 4096, "open connections per listener (client, peer); more wait until one closes")
@@ -121,6 +123,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--max-log-bytes must be positive")
 	case c.quotaBytes < 1:
 		return c, errors.New("--quota-bytes must be positive")
+	case c.leaseCheckpoint < 0:
+		return c, errors.New("--lease-checkpoint-interval must not be negative")
 	case c.maxKeyBytes < 1:
 		return c, errors.New("--max-key-bytes must be positive")
 	case c.raft.SnapshotCount == 0:
@@ -167,6 +171,8 @@ func (c config) kvConfig(logger *zap.Logger) kvConfig {
 		WatchQueueRevisions: defaultWatchQueueRevisions,
 		WatchQueueBytes:     defaultWatchQueueBytes,
 		QuotaBytes:          c.quotaBytes,
+
+		LeaseCheckpointInterval: c.leaseCheckpoint,
 	}
 }
 

@@ -44,7 +44,7 @@ func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 	}
 	n.rc = rc
 	n.kvs.start(raftLink{commitC: rc.commitC, leader: rc.leader, readIndex: rc.readIndex,
-		bootLast: rc.bootLast, retry: rc.cfg.electionTimeout()})
+		bootLast: rc.bootLast, retry: rc.cfg.electionTimeout(), leadTerm: rc.shared.leadTerm.Load})
 	select {
 	case <-n.kvs.waitApplied(rc.bootCommit):
 	case err := <-rc.errorC:

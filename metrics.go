@@ -34,6 +34,8 @@ type metrics struct {
 	openConnections    *prometheus.GaugeVec
 	acceptErrors       *prometheus.CounterVec
 	readsServed        prometheus.Counter
+	leasesExpired      prometheus.Counter // lease.go
+	lockWakeups        prometheus.Counter // httplock.go
 
 	serveOnce sync.Once
 	serve     http.Handler // /metrics, built once
@@ -78,10 +80,14 @@ func newMetrics() *metrics {
 			Help: "Failed accepts on a listener (such as out of file descriptors); each is retried."}, []string{"listener"}),
 		readsServed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "reads_served_total",
 			Help: "Key reads and listings this member answered (found or not)."}),
+		leasesExpired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leases_expired_total",
+			Help: "Leases ended by expiry, as applied by this member."}),
+		lockWakeups: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "lock_waiter_wakeups_total",
+			Help: "Times a lock or election waiter on this member woke because the key before it went."}),
 	}
 	m.registry.MustRegister(m.proposalsPending, m.proposalsCommitted, m.proposalsFailed, m.applyDuration,
 		m.readIndexDuration, m.snapshotDuration, m.snapshotInProgress, m.leaderChanges, m.hasLeader, m.isLeader,
-		m.httpRequests, m.httpDuration, m.openConnections, m.acceptErrors, m.readsServed)
+		m.httpRequests, m.httpDuration, m.openConnections, m.acceptErrors, m.readsServed, m.leasesExpired, m.lockWakeups)
 	m.gaugeFunc("raft_log_bytes", "Bytes of entry data in raft's in-memory log, up to the applied index (bounded by --max-log-bytes).", func() float64 {
 		if f := m.raftLogBytes.Load(); f != nil {
 			return float64((*f)())

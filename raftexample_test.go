@@ -280,13 +280,13 @@ func TestKVStoreSnapshotRoundTrip(t *testing.T) {
 	st := roundTripState(t, s)
 	r := newTestKVStore(testLogger(t), 100)
 	r.restore(st, 9)
-	want := []kvItem{{"bin\x00\xff", []byte{0, 1, 2}, 6}, {"foo", []byte("bar"), 5}}
+	want := []kvItem{{Key: "bin\x00\xff", Value: []byte{0, 1, 2}, Rev: 6, CreateRev: 6}, {Key: "foo", Value: []byte("bar"), Rev: 5, CreateRev: 5}}
 	if r.len() != len(want) || r.applied != 9 {
 		t.Fatalf("restored %d keys at %d, want %d at 9", r.len(), r.applied, len(want))
 	}
 	for _, w := range want {
 		got, _ := r.items.Get(kvItem{Key: w.Key})
-		if !bytes.Equal(got.Value, w.Value) || got.Rev != w.Rev {
+		if !bytes.Equal(got.Value, w.Value) || got.Rev != w.Rev || got.CreateRev != w.CreateRev {
 			t.Errorf("key %q: got %q@%d, want %q@%d", w.Key, got.Value, got.Rev, w.Value, w.Rev)
 		}
 	}

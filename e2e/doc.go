@@ -12,6 +12,9 @@
 //     concurrent clients while nemeses kill, pause, partition and replace
 //     members; the history is checked for linearizability with the model
 //     of internal/kvhistory.
+//   - fault_lock_test.go: clients take a lock on short leases under the
+//     same nemeses and write to a resource that checks fencing tokens; the
+//     lock's history is checked.
 //   - identity_test.go, logging_test.go: stale data from another cluster,
 //     quiet start-up logs.
 //

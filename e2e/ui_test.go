@@ -192,6 +192,32 @@ func TestUIDashboard(t *testing.T) {
 		t.Fatalf("the key created in the page, read through member 2: %d %q", r.Code, r.Body)
 	}
 
+	// Leases and locks show in their table, and an edit in the page keeps
+	// a key on its lease.
+	lease := grantLease(t, base)
+	if r := proctest.Call(t, http.MethodPut, fmt.Sprintf("%s/v1/kv/app/session/web-1?lease=%d", base, lease), "10.0.0.7:8080"); r.Code != http.StatusNoContent {
+		t.Fatalf("PUT a key on lease %d: %d %q", lease, r.Code, r.Body)
+	}
+	if r := proctest.Call(t, http.MethodPost, base+"/v1/locks/backup", fmt.Sprintf(`{"lease":%d}`, lease)); r.Code != http.StatusOK {
+		t.Fatalf("POST /v1/locks/backup: %d %q", r.Code, r.Body)
+	}
+	waitPage(t, ctx, "the lease with its key and its lock", fmt.Sprintf(
+		`(r => r && r.innerText.includes('app/session/web-1') && r.innerText.includes('backup/'))(document.querySelector('#leases tr[data-lease="%d"]'))`, lease), pageTimeout)
+	doPage(t, ctx, "open the leased key",
+		chromedp.Click(chromedp.CSS(`#browse button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.key[data-key="app/session/web-1"]`)),
+		chromedp.Click(chromedp.CSS(`button.key[data-key="app/session/web-1"]`)),
+	)
+	waitPage(t, ctx, "its lease in the editor", fmt.Sprintf(`document.getElementById('lease').value === '%d'`, lease), pageTimeout)
+	doPage(t, ctx, "edit the leased key",
+		chromedp.SetValue(chromedp.ID("value"), "10.0.0.8:8080"),
+		chromedp.Click(chromedp.ID("save")),
+	)
+	waitPage(t, ctx, "saved", `document.getElementById('edit-msg').innerText.startsWith('Saved app/session/web-1')`, pageTimeout)
+	if r := proctest.Call(t, http.MethodGet, base+"/v1/kv/app/session/web-1", ""); r.Body != "10.0.0.8:8080" || r.Header.Get("X-Lease") != strconv.Itoa(lease) {
+		t.Fatalf("the leased key after the edit: %q on lease %q, want it on lease %d", r.Body, r.Header.Get("X-Lease"), lease)
+	}
+
 	// Open a key, change it behind the page's back, then save from the page:
 	// the conflict is shown with the current value, and nothing is written.
 	doPage(t, ctx, "open a key", chromedp.Click(chromedp.CSS(`button.key[data-key="app/feature-flags"]`)))
@@ -238,6 +264,19 @@ func TestUIDashboard(t *testing.T) {
 	waitPage(t, ctx, fmt.Sprintf("member %d greyed out", stopped), cardSelector(stopped, ".unreachable")+` !== null`, 5*time.Second)
 	c.Member(stopped).Signal(syscall.SIGCONT)
 	waitPage(t, ctx, fmt.Sprintf("member %d back", stopped), cardSelector(stopped, ".unreachable")+` === null`, pageTimeout)
+}
+
+// grantLease grants a ten-minute lease through the member at base.
+func grantLease(t *testing.T, base string) int {
+	t.Helper()
+	r := proctest.Call(t, http.MethodPost, base+"/v1/leases", `{"ttl":"600s"}`)
+	var l struct {
+		ID int `json:"id"`
+	}
+	if r.Code != http.StatusCreated || json.Unmarshal([]byte(r.Body), &l) != nil || l.ID == 0 {
+		t.Fatalf("POST /v1/leases: %d %q", r.Code, r.Body)
+	}
+	return l.ID
 }
 
 // startUILoad writes and reads through every member, paced, until the

@@ -491,6 +491,7 @@ async function openKey(key) {
   const bytes = new Uint8Array(await resp.arrayBuffer());
   current = { key, rev: revOf(resp), bytes };
   $("key").value = key;
+  $("lease").value = resp.headers.get("X-Lease") || "";
   $("key").readOnly = true;
   $("rev").textContent = `revision ${current.rev}`;
   $("delete").disabled = false;
@@ -508,6 +509,7 @@ $("new-key").addEventListener("click", () => {
   $("key").value = $("prefix").value;
   $("key").readOnly = false;
   $("rev").textContent = "new key";
+  $("lease").value = "";
   $("value").value = "";
   $("delete").disabled = true;
   editMessage("");
@@ -532,7 +534,11 @@ $("edit").addEventListener("submit", async (ev) => {
     return;
   }
   const cond = current.rev ? { "If-Match": `"${current.rev}"` } : { "If-None-Match": "*" };
-  const resp = await api(keyPath(key), { method: "PUT", body, headers: cond });
+  // The key keeps (or gets) the lease in the form: a PUT without ?lease
+  // detaches it from the one it had.
+  const lease = $("lease").value.trim();
+  const query = lease ? "?lease=" + encodeURIComponent(lease) : "";
+  const resp = await api(keyPath(key) + query, { method: "PUT", body, headers: cond });
   if (resp.status === 412) {
     await showConflict(key);
     return;
@@ -686,22 +692,37 @@ $("watch").addEventListener("submit", (ev) => {
 
 // ---- leases and locks ----
 
-// listLeases shows the leases if this member serves /v1/leases (a 404
-// means a version without them, and the section says so).
+const MAX_LEASE_DETAILS = 50; // leases whose keys are fetched, per refresh
+const LEASE_POLL_MS = 2000;
+
+// listLeases shows the leases (GET /v1/leases) with the keys on each
+// (GET /v1/leases/{id}); locks are keys on leases, so they show there too.
+// A member without leases answers 404, and the section says so.
 async function listLeases() {
   try {
     const resp = await api("/v1/leases");
     if (!resp.ok) return;
-    const body = await resp.json();
-    const leases = body.leases || [];
+    const leases = (await resp.json()).leases || [];
+    const details = await Promise.all(leases.slice(0, MAX_LEASE_DETAILS).map((l) =>
+      apiJSON(`/v1/leases/${l.id}`).catch(() => null)));
     $("leases-info").textContent = `${leases.length} lease${leases.length === 1 ? "" : "s"}`;
-    $("leases").replaceChildren(...leases.map((l) =>
-      el("li", {}, `lease ${l.id}: ttl ${l.ttl}`, l.keys && l.keys.length ? ` (${l.keys.join(", ")})` : "")));
-  } catch (_) { /* shown as not served */ }
+    $("leases").hidden = leases.length === 0;
+    $("leases").tBodies[0].replaceChildren(...leases.map((l, i) => {
+      const keys = details[i] ? details[i].keys || [] : null;
+      return el("tr", { "data-lease": String(l.id) },
+        el("td", {}, String(l.id)), el("td", {}, l.ttl), el("td", {}, l.remaining),
+        el("td", {}, keys == null ? "…" : keys.length ? keys.join(", ") : "–"));
+    }));
+  } catch (_) { /* shown at the next refresh */ }
+}
+
+async function pollLeases() {
+  if (!$("panel-data").hidden) await listLeases();
+  setTimeout(pollLeases, LEASE_POLL_MS);
 }
 
 // ---- start ----
 
 showPanel();
 pollCluster();
-listLeases();
+pollLeases();

@@ -3,17 +3,29 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // EntryVersion is the first byte of every raft entry a Request is encoded
 // in. Entries stay in the WAL and in followers' logs across upgrades, so
 // DecodeRequest must keep reading every version a released binary wrote.
 //
-// Version 1: the request ID, the number of operations, then each operation:
-// kind, condition, the condition's revision (CondRev only), the key, and the
-// value (Put only). Numbers are uvarints; keys and values are
-// length-prefixed bytes.
-const EntryVersion = 1
+// Version 2 (EntryVersion): as version 1, with the lease operations and
+// fields added. After its key, a Put has its value, its lease ID and the TTL
+// of a lease of its own (nanoseconds, 0 for none); a Delete has nothing
+// more. The lease operations have an empty key (written as length 0) and
+// then: LeaseGrant its ID and TTL; LeaseKeepalive and LeaseRevoke the ID;
+// LeaseExpire the ID, the refresh index and the term; LeaseCheckpoint the
+// number of checkpoints and each one's ID, refresh index and remaining TTL
+// (nanoseconds). Only Put and Delete carry a condition.
+const EntryVersion = 2
+
+// EntryVersion1 is the format written before leases: the request ID, the
+// number of operations, then each operation: kind, condition, the
+// condition's revision (CondRev only), the key, and the value (Put only).
+// Numbers are uvarints; keys and values are length-prefixed bytes. Only Put
+// and Delete exist in it.
+const EntryVersion1 = 1
 
 // OpKind says what an operation does to its key. Its values are the bytes
 // written to the log.
@@ -23,15 +35,38 @@ type OpKind byte
 const (
 	Put    OpKind = iota + 1 // set the key to the value
 	Delete                   // remove the key
+
+	// The lease operations (EntryVersion 2). They name no key.
+	LeaseGrant      // create lease Op.Lease (0: the entry's index) with Op.TTL
+	LeaseKeepalive  // restart lease Op.Lease's TTL
+	LeaseRevoke     // end lease Op.Lease, deleting its keys
+	LeaseExpire     // the leader's verdict that lease Op.Lease ran out
+	LeaseCheckpoint // the leader's record of remaining TTLs, Op.Checkpoints
 )
 
-// String returns "put" or "delete".
+// String returns "put" or "delete" (the watch event types), or the lease
+// operation's name.
 func (k OpKind) String() string {
-	if k == Put {
+	switch k {
+	case Put:
 		return "put"
+	case LeaseGrant:
+		return "lease-grant"
+	case LeaseKeepalive:
+		return "lease-keepalive"
+	case LeaseRevoke:
+		return "lease-revoke"
+	case LeaseExpire:
+		return "lease-expire"
+	case LeaseCheckpoint:
+		return "lease-checkpoint"
 	}
 	return "delete"
 }
+
+// IsLease reports whether k is one of the lease operations, which name no
+// key and carry no condition.
+func (k OpKind) IsLease() bool { return k >= LeaseGrant && k <= LeaseCheckpoint }
 
 // Cond is a precondition an operation needs to apply, checked against the
 // state at the moment its entry is applied. Its values are the bytes written
@@ -46,13 +81,37 @@ const (
 	CondExists             // the key exists (If-Match: *)
 )
 
-// Op is one change to one key.
+// Op is one change to one key, or one lease operation.
 type Op struct {
 	Kind    OpKind
 	Key     string
 	Value   []byte // Put only
 	Cond    Cond
 	CondRev uint64 // CondRev only
+
+	// Lease is the lease a Put attaches its key to (0: none), or the lease
+	// a lease operation acts on. A Put with a TTL grants the key a lease of
+	// its own under this ID (0: the entry's index).
+	Lease uint64
+	// TTL is a LeaseGrant's TTL, or a Put's own lease's.
+	TTL time.Duration
+	// RefreshIndex and Term qualify a LeaseExpire: it applies only if the
+	// lease was last granted or kept alive by the entry at RefreshIndex and
+	// the expiry's own entry was appended in Term, by the leader that
+	// decided it.
+	RefreshIndex uint64
+	Term         uint64
+	// Checkpoints are a LeaseCheckpoint's remaining TTLs.
+	Checkpoints []Checkpoint
+}
+
+// Checkpoint is the remaining TTL of one lease as its leader saw it. It
+// applies only if the lease's refresh index is still RefreshIndex: a
+// keepalive applied in between makes it stale.
+type Checkpoint struct {
+	Lease        uint64
+	RefreshIndex uint64
+	Remaining    time.Duration
 }
 
 // Request is the payload of one raft entry: operations applied atomically,
@@ -71,7 +130,7 @@ type Request struct {
 func EncodeRequest(r Request) []byte {
 	size := 1 + 2*binary.MaxVarintLen64
 	for _, o := range r.Ops {
-		size += 2 + 3*binary.MaxVarintLen64 + len(o.Key) + len(o.Value)
+		size += 2 + 6*binary.MaxVarintLen64 + len(o.Key) + len(o.Value) + 3*binary.MaxVarintLen64*len(o.Checkpoints)
 	}
 	b := make([]byte, 0, size)
 	b = append(b, EntryVersion)
@@ -83,8 +142,33 @@ func EncodeRequest(r Request) []byte {
 			b = binary.AppendUvarint(b, o.CondRev)
 		}
 		b = appendBytes(b, []byte(o.Key))
-		if o.Kind == Put {
-			b = appendBytes(b, o.Value)
+		b = appendOpFields(b, o)
+	}
+	return b
+}
+
+// appendOpFields appends what follows an op's key in EntryVersion 2.
+func appendOpFields(b []byte, o Op) []byte {
+	switch o.Kind {
+	case Put:
+		b = appendBytes(b, o.Value)
+		b = binary.AppendUvarint(b, o.Lease)
+		b = binary.AppendUvarint(b, uint64(o.TTL))
+	case LeaseGrant:
+		b = binary.AppendUvarint(b, o.Lease)
+		b = binary.AppendUvarint(b, uint64(o.TTL))
+	case LeaseKeepalive, LeaseRevoke:
+		b = binary.AppendUvarint(b, o.Lease)
+	case LeaseExpire:
+		b = binary.AppendUvarint(b, o.Lease)
+		b = binary.AppendUvarint(b, o.RefreshIndex)
+		b = binary.AppendUvarint(b, o.Term)
+	case LeaseCheckpoint:
+		b = binary.AppendUvarint(b, uint64(len(o.Checkpoints)))
+		for _, c := range o.Checkpoints {
+			b = binary.AppendUvarint(b, c.Lease)
+			b = binary.AppendUvarint(b, c.RefreshIndex)
+			b = binary.AppendUvarint(b, uint64(c.Remaining))
 		}
 	}
 	return b
@@ -96,7 +180,8 @@ func EncodeRequest(r Request) []byte {
 // same bytes, so every member refuses them alike.
 func DecodeRequest(data []byte) (Request, error) {
 	d := decoder{buf: data}
-	if v := d.byte(); v != EntryVersion {
+	v := d.byte()
+	if v != EntryVersion && v != EntryVersion1 {
 		return Request{}, fmt.Errorf("decode request: %w: version %d", ErrCorrupt, v)
 	}
 	r := Request{ID: d.uvarint()}
@@ -106,7 +191,7 @@ func DecodeRequest(data []byte) (Request, error) {
 	}
 	r.Ops = make([]Op, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		o, err := decodeOp(&d)
+		o, err := decodeOp(&d, v)
 		if err != nil {
 			return Request{}, fmt.Errorf("decode request: op %d: %w", i, err)
 		}
@@ -118,24 +203,61 @@ func DecodeRequest(data []byte) (Request, error) {
 	return r, nil
 }
 
-func decodeOp(d *decoder) (Op, error) {
+func decodeOp(d *decoder, version byte) (Op, error) {
 	o := Op{Kind: OpKind(d.byte()), Cond: Cond(d.byte())}
 	if o.Cond == CondRev {
 		o.CondRev = d.uvarint()
 	}
 	o.Key = string(d.bytes())
-	if o.Kind == Put {
+	switch {
+	case version == EntryVersion1 && o.Kind == Put:
 		o.Value = d.bytes()
+	case version == EntryVersion1:
+	default:
+		decodeOpFields(d, &o)
 	}
 	switch {
 	case d.err != nil:
 		return Op{}, d.err
-	case o.Kind != Put && o.Kind != Delete:
+	case o.Kind != Put && o.Kind != Delete && (version == EntryVersion1 || !o.Kind.IsLease()):
 		return Op{}, fmt.Errorf("%w: kind %d", ErrCorrupt, o.Kind)
 	case o.Cond > CondExists:
 		return Op{}, fmt.Errorf("%w: condition %d", ErrCorrupt, o.Cond)
-	case o.Key == "":
+	case o.Kind.IsLease() && (o.Key != "" || o.Cond != CondNone):
+		return Op{}, fmt.Errorf("%w: %s with a key or condition", ErrCorrupt, o.Kind)
+	case !o.Kind.IsLease() && o.Key == "":
 		return Op{}, fmt.Errorf("%w: empty key", ErrCorrupt)
+	case o.TTL < 0:
+		return Op{}, fmt.Errorf("%w: negative TTL", ErrCorrupt)
+	}
+	for _, c := range o.Checkpoints {
+		if c.Remaining < 0 {
+			return Op{}, fmt.Errorf("%w: negative remaining TTL", ErrCorrupt)
+		}
 	}
 	return o, nil
+}
+
+// decodeOpFields reads what appendOpFields wrote.
+func decodeOpFields(d *decoder, o *Op) {
+	switch o.Kind {
+	case Put:
+		o.Value = d.bytes()
+		o.Lease = d.uvarint()
+		o.TTL = time.Duration(d.uvarint())
+	case LeaseGrant:
+		o.Lease = d.uvarint()
+		o.TTL = time.Duration(d.uvarint())
+	case LeaseKeepalive, LeaseRevoke:
+		o.Lease = d.uvarint()
+	case LeaseExpire:
+		o.Lease, o.RefreshIndex, o.Term = d.uvarint(), d.uvarint(), d.uvarint()
+	case LeaseCheckpoint:
+		n := d.count()
+		o.Checkpoints = make([]Checkpoint, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			o.Checkpoints = append(o.Checkpoints, Checkpoint{Lease: d.uvarint(), RefreshIndex: d.uvarint(),
+				Remaining: time.Duration(d.uvarint())})
+		}
+	}
 }

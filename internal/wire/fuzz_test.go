@@ -26,6 +26,11 @@ func FuzzDecodeRequest(f *testing.F) {
 		{Kind: wire.Delete, Key: "gone", Cond: wire.CondExists},
 		{Kind: wire.Put, Key: "new", Value: nil, Cond: wire.CondAbsent},
 	}}))
+	f.Add(wire.EncodeRequest(wire.Request{ID: 2, Ops: []wire.Op{
+		{Kind: wire.Put, Key: "k", Value: []byte("v"), Lease: 5, TTL: 3},
+		{Kind: wire.LeaseExpire, Lease: 5, RefreshIndex: 4, Term: 2},
+		{Kind: wire.LeaseCheckpoint, Checkpoints: []wire.Checkpoint{{Lease: 5, RefreshIndex: 4, Remaining: 9}}},
+	}}))
 	f.Add([]byte{})
 	f.Add([]byte{wire.EntryVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -40,6 +45,12 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatal("decoded a request without operations")
 		}
 		for _, o := range r.Ops {
+			if o.Kind.IsLease() {
+				if o.Key != "" || o.Cond != wire.CondNone {
+					t.Fatalf("decoded an invalid lease op %+v", o)
+				}
+				continue
+			}
 			if o.Key == "" || (o.Kind != wire.Put && o.Kind != wire.Delete) || o.Cond > wire.CondExists {
 				t.Fatalf("decoded an invalid op %+v", o)
 			}
@@ -58,8 +69,15 @@ func sameRequest(a, b wire.Request) bool {
 	}
 	for i := range a.Ops {
 		x, y := a.Ops[i], b.Ops[i]
-		if x.Kind != y.Kind || x.Key != y.Key || !bytes.Equal(x.Value, y.Value) || x.Cond != y.Cond || x.CondRev != y.CondRev {
+		if x.Kind != y.Kind || x.Key != y.Key || !bytes.Equal(x.Value, y.Value) || x.Cond != y.Cond || x.CondRev != y.CondRev ||
+			x.Lease != y.Lease || x.TTL != y.TTL || x.RefreshIndex != y.RefreshIndex || x.Term != y.Term ||
+			len(x.Checkpoints) != len(y.Checkpoints) {
 			return false
+		}
+		for j := range x.Checkpoints {
+			if x.Checkpoints[j] != y.Checkpoints[j] {
+				return false
+			}
 		}
 	}
 	return true
@@ -85,16 +103,16 @@ func FuzzDecodeSnapshot(f *testing.F) {
 				t.Fatalf("re-encoding the membership gave %+v, %v", again, err)
 			}
 		}
-		items, h, err := decodeState(data)
+		items, h, leases, err := decodeStateLeases(data)
 		if err != nil {
 			return
 		}
-		items2, h2, err := decodeState(encodeState(items, h))
-		if err != nil || len(items2) != len(items) || h2.Start != h.Start || !reflect.DeepEqual(h2.Events, h.Events) {
+		items2, h2, leases2, err := decodeStateLeases(encodeStateLeases(items, h, leases))
+		if err != nil || len(items2) != len(items) || h2.Start != h.Start || !reflect.DeepEqual(h2.Events, h.Events) || !reflect.DeepEqual(leases2, leases) {
 			t.Fatalf("re-encoding the key-value state changed it (%v)", err)
 		}
 		for i, it := range items {
-			if got := items2[i]; got.Key != it.Key || !bytes.Equal(got.Value, it.Value) || got.Rev != it.Rev {
+			if got := items2[i]; got.Key != it.Key || !bytes.Equal(got.Value, it.Value) || got.Rev != it.Rev || got.CreateRev != it.CreateRev || got.Lease != it.Lease {
 				t.Fatalf("key %q changed in a round trip", it.Key)
 			}
 		}

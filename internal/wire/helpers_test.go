@@ -16,15 +16,31 @@ func (l *itemList) Add(it wire.Item) { *l = append(*l, it) }
 // encodeState is WriteState on a buffer.
 func encodeState(items []wire.Item, h wire.History) []byte {
 	var b bytes.Buffer
-	if err := wire.WriteState(&b, len(items), slices.Values(items), h); err != nil {
+	if err := wire.WriteState(&b, len(items), slices.Values(items), h, nil); err != nil {
 		panic(err) // a bytes.Buffer does not fail
 	}
 	return b.Bytes()
 }
 
-// decodeState is ReadState from a buffer, into a slice.
+// decodeState is ReadState from a buffer, into a slice, leaving out the
+// leases.
 func decodeState(data []byte) ([]wire.Item, wire.History, error) {
-	var items itemList
-	h, err := wire.ReadState(bytes.NewReader(data), int64(len(data)), &items)
+	items, h, _, err := decodeStateLeases(data)
 	return items, h, err
+}
+
+// decodeStateLeases is ReadState from a buffer, into a slice.
+func decodeStateLeases(data []byte) ([]wire.Item, wire.History, []wire.Lease, error) {
+	var items itemList
+	h, leases, err := wire.ReadState(bytes.NewReader(data), int64(len(data)), &items)
+	return items, h, leases, err
+}
+
+// encodeStateLeases is WriteState on a buffer, with leases.
+func encodeStateLeases(items []wire.Item, h wire.History, leases []wire.Lease) []byte {
+	var b bytes.Buffer
+	if err := wire.WriteState(&b, len(items), slices.Values(items), h, leases); err != nil {
+		panic(err) // a bytes.Buffer does not fail
+	}
+	return b.Bytes()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"slices"
+	"time"
 )
 
 // StateVersion is the first byte of a state file, <index>.snap.db beside a
@@ -15,28 +16,52 @@ import (
 // State files stay on disk across upgrades and are sent to followers, so
 // ReadState must keep reading every version a released binary wrote.
 //
-// Version 2: the number of items, each item's key, revision and value, the
-// history's start revision, the number of events, each event's kind, key,
-// revision and value, then a CRC-32C (Castagnoli) of all that, as 4 bytes
-// little-endian. Numbers are uvarints; keys and values are length-prefixed.
-// (Its number follows the snapshot format of which it was split out; there
-// never was a state file of version 1.)
-const StateVersion = 2
+// Version 3 (StateVersion): as version 2, with each item's create revision
+// and lease after its revision, each event's create revision after its
+// revision, and after the history the number of leases and each lease's ID,
+// TTL, remaining TTL (both nanoseconds), refresh index and whether it is a
+// key's own (one byte, 0 or 1), before the CRC.
+const StateVersion = 3
 
-// Item is one key of a state file, with its value and its revision: the raft
-// index of the entry that last wrote it.
+// StateVersion2 is the format written before leases: the number of items,
+// each item's key, revision and value, the history's start revision, the
+// number of events, each event's kind, key, revision and value, then a
+// CRC-32C (Castagnoli) of all that, as 4 bytes little-endian. Numbers are
+// uvarints; keys and values are length-prefixed. (Its number follows the
+// snapshot format of which it was split out; there never was a state file
+// of version 1.) Read from it, an item's create revision is its revision
+// (the oldest it could be is unknown) and it has no lease.
+const StateVersion2 = 2
+
+// Item is one key of a state file, with its value, its revision (the raft
+// index of the entry that last wrote it), the revision that created it,
+// and the lease it is attached to (0: none).
 type Item struct {
-	Key   string
-	Value []byte
-	Rev   uint64
+	Key       string
+	Value     []byte
+	Rev       uint64
+	CreateRev uint64
+	Lease     uint64
 }
 
 // Event is one applied change in a state file's history.
 type Event struct {
-	Type  OpKind
-	Key   string
-	Value []byte // Put only; empty for Delete
-	Rev   uint64
+	Type      OpKind
+	Key       string
+	Value     []byte // Put only; empty for Delete
+	Rev       uint64
+	CreateRev uint64 // Put only
+}
+
+// Lease is one lease of a state file. Remaining is its TTL left as of the
+// last grant, keepalive or checkpoint; RefreshIndex is the entry of the
+// last grant or keepalive. Its keys are the items that name it.
+type Lease struct {
+	ID           uint64
+	TTL          time.Duration
+	Remaining    time.Duration
+	RefreshIndex uint64
+	Own          bool // a key's own lease (PUT ?ttl=)
 }
 
 // History is the recent changes a state file keeps after its items, the ones
@@ -64,10 +89,10 @@ type ItemSink interface {
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // WriteState streams a state file of the format of StateVersion to w: n
-// items, in key order, from items, then h. It writes in chunks of about
-// 64 kB, so the state is never held in one buffer. It fails if items does
-// not yield exactly n items.
-func WriteState(w io.Writer, n int, items iter.Seq[Item], h History) error {
+// items, in key order, from items, then h, then leases. It writes in chunks
+// of about 64 kB, so the state is never held in one buffer. It fails if
+// items does not yield exactly n items.
+func WriteState(w io.Writer, n int, items iter.Seq[Item], h History, leases []Lease) error {
 	c := &chunkWriter{w: w, buf: make([]byte, 0, 64<<10)}
 	c.buf = append(c.buf, StateVersion)
 	c.buf = binary.AppendUvarint(c.buf, uint64(n))
@@ -78,6 +103,8 @@ func WriteState(w io.Writer, n int, items iter.Seq[Item], h History) error {
 		}
 		c.buf = appendBytes(c.buf, []byte(it.Key))
 		c.buf = binary.AppendUvarint(c.buf, it.Rev)
+		c.buf = binary.AppendUvarint(c.buf, it.CreateRev)
+		c.buf = binary.AppendUvarint(c.buf, it.Lease)
 		c.buf = appendBytes(c.buf, it.Value)
 		if !c.maybeFlush() {
 			return c.err
@@ -92,7 +119,19 @@ func WriteState(w io.Writer, n int, items iter.Seq[Item], h History) error {
 		c.buf = append(c.buf, byte(e.Type))
 		c.buf = appendBytes(c.buf, []byte(e.Key))
 		c.buf = binary.AppendUvarint(c.buf, e.Rev)
+		c.buf = binary.AppendUvarint(c.buf, e.CreateRev)
 		c.buf = appendBytes(c.buf, e.Value)
+		if !c.maybeFlush() {
+			return c.err
+		}
+	}
+	c.buf = binary.AppendUvarint(c.buf, uint64(len(leases)))
+	for _, l := range leases {
+		c.buf = binary.AppendUvarint(c.buf, l.ID)
+		c.buf = binary.AppendUvarint(c.buf, uint64(l.TTL))
+		c.buf = binary.AppendUvarint(c.buf, uint64(l.Remaining))
+		c.buf = binary.AppendUvarint(c.buf, l.RefreshIndex)
+		c.buf = append(c.buf, map[bool]byte{false: 0, true: 1}[l.Own])
 		if !c.maybeFlush() {
 			return c.err
 		}
@@ -132,32 +171,28 @@ func (c *chunkWriter) flush() error {
 }
 
 // ReadState decodes a state file of size bytes from r, handing its items to
-// sink as it goes, and returns its history. Lengths are checked against the
-// bytes left, so a corrupt file cannot make it allocate more than the file
-// holds. On an error, sink may have taken some items: the caller discards
-// them.
-func ReadState(r io.Reader, size int64, sink ItemSink) (History, error) {
+// sink as it goes, and returns its history and leases. It reads StateVersion
+// and StateVersion2. Lengths are checked against the bytes left, so a
+// corrupt file cannot make it allocate more than the file holds. On an
+// error, sink may have taken some items: the caller discards them.
+func ReadState(r io.Reader, size int64, sink ItemSink) (History, []Lease, error) {
 	d := &stateDecoder{r: bufio.NewReaderSize(r, 1<<16), left: size}
-	if v := d.byte(); v != StateVersion && d.err == nil {
-		return History{}, fmt.Errorf("decode kv state: %w: version %d", ErrCorrupt, v)
+	d.version = d.byte()
+	if d.version != StateVersion && d.version != StateVersion2 && d.err == nil {
+		return History{}, nil, fmt.Errorf("decode kv state: %w: version %d", ErrCorrupt, d.version)
 	}
 	if d.err == nil {
 		d.items(sink)
 	}
-	h := History{Start: d.uvarint()}
-	n := d.count()
-	h.Events = make([]Event, 0, n)
-	var key []byte
-	for i := 0; i < n && d.err == nil; i++ {
-		e := Event{Type: OpKind(d.byte())}
-		key = d.field(key[:0])
-		e.Key, e.Rev, e.Value = string(key), d.uvarint(), d.field(nil)
-		h.Events = append(h.Events, e)
+	h := d.history()
+	var leases []Lease
+	if d.version == StateVersion {
+		leases = d.leases()
 	}
 	if err := d.finish(); err != nil {
-		return History{}, fmt.Errorf("decode kv state: %w", err)
+		return History{}, nil, fmt.Errorf("decode kv state: %w", err)
 	}
-	return h, nil
+	return h, leases, nil
 }
 
 // items decodes the count-prefixed items into sink.
@@ -168,21 +203,64 @@ func (d *stateDecoder) items(sink ItemSink) {
 	for i := 0; i < n && d.err == nil; i++ {
 		key = d.field(key[:0])
 		it := Item{Key: string(key), Rev: d.uvarint()}
+		it.CreateRev = it.Rev
+		if d.version == StateVersion {
+			it.CreateRev, it.Lease = d.uvarint(), d.uvarint()
+		}
 		if it.Value = d.field(nil); d.err == nil {
 			sink.Add(it)
 		}
 	}
 }
 
+// history decodes the history's start and its count-prefixed events.
+func (d *stateDecoder) history() History {
+	h := History{Start: d.uvarint()}
+	n := d.count()
+	h.Events = make([]Event, 0, n)
+	var key []byte
+	for i := 0; i < n && d.err == nil; i++ {
+		e := Event{Type: OpKind(d.byte())}
+		key = d.field(key[:0])
+		e.Key, e.Rev = string(key), d.uvarint()
+		if d.version == StateVersion {
+			e.CreateRev = d.uvarint()
+		} else if e.Type == Put {
+			e.CreateRev = e.Rev
+		}
+		e.Value = d.field(nil)
+		h.Events = append(h.Events, e)
+	}
+	return h
+}
+
+// leases decodes the count-prefixed leases of StateVersion 3.
+func (d *stateDecoder) leases() []Lease {
+	n := d.count()
+	leases := make([]Lease, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		l := Lease{ID: d.uvarint(), TTL: time.Duration(d.uvarint()), Remaining: time.Duration(d.uvarint()), RefreshIndex: d.uvarint()}
+		switch own := d.byte(); {
+		case own > 1 || l.TTL < 0 || l.Remaining < 0:
+			d.fail("lease")
+		default:
+			l.Own = own == 1
+		}
+		leases = append(leases, l)
+	}
+	return leases
+}
+
 // stateDecoder reads WriteState's fields from a stream, keeping a CRC of
 // what it consumed. The first failure sticks, so callers check err at the
 // end.
 type stateDecoder struct {
-	r    *bufio.Reader
-	left int64 // bytes of the stream not yet consumed
-	crc  uint32
-	err  error
-	one  [binary.MaxVarintLen64]byte
+	version byte
+	r       *bufio.Reader
+	left    int64 // bytes of the stream not yet consumed
+	crc     uint32
+	err     error
+	one     [binary.MaxVarintLen64]byte
 }
 
 func (d *stateDecoder) fail(what string) {

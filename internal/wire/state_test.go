@@ -13,7 +13,7 @@ import (
 )
 
 func TestSnapshotRoundTrip(t *testing.T) {
-	items := []wire.Item{{"a", []byte{}, 4}, {"k", []byte("v"), 9}}
+	items := []wire.Item{{Key: "a", Value: []byte{}, Rev: 4, CreateRev: 2}, {Key: "k", Value: []byte("v"), Rev: 9, CreateRev: 9, Lease: 7}}
 	h := wire.History{Start: 3, Events: []wire.Event{
 		{Type: wire.Put, Key: "a", Value: []byte{}, Rev: 4},
 		{Type: wire.Delete, Key: "b", Value: []byte{}, Rev: 5},
@@ -92,7 +92,7 @@ func TestStateFileValuesExact(t *testing.T) {
 func TestWriteStateCountMismatch(t *testing.T) {
 	items := []wire.Item{{Key: "a", Value: []byte("1"), Rev: 1}, {Key: "b", Value: []byte("2"), Rev: 2}}
 	for _, n := range []int{0, 1, 3} {
-		if err := wire.WriteState(io.Discard, n, slices.Values(items), wire.History{}); err == nil {
+		if err := wire.WriteState(io.Discard, n, slices.Values(items), wire.History{}, nil); err == nil {
 			t.Errorf("%d items announced, 2 given: no error", n)
 		}
 	}
@@ -120,14 +120,14 @@ func TestWriteStateWriteError(t *testing.T) {
 		h.Events = append(h.Events, wire.Event{Type: wire.Put, Key: fmt.Sprintf("key-%03d", i), Value: make([]byte, 1024), Rev: uint64(i + 1)})
 	}
 	whole := &errWriter{ok: 1 << 30}
-	if err := wire.WriteState(whole, len(items), slices.Values(items), h); err != nil {
+	if err := wire.WriteState(whole, len(items), slices.Values(items), h, nil); err != nil {
 		t.Fatal(err)
 	}
 	if whole.writes < 4 {
 		t.Fatalf("%d writes: the state should span several chunks", whole.writes)
 	}
 	for ok := range whole.writes {
-		if err := wire.WriteState(&errWriter{ok: ok}, len(items), slices.Values(items), h); !errors.Is(err, errDisk) {
+		if err := wire.WriteState(&errWriter{ok: ok}, len(items), slices.Values(items), h, nil); !errors.Is(err, errDisk) {
 			t.Fatalf("writer failing after %d of %d writes: err %v", ok, whole.writes, err)
 		}
 	}
