@@ -51,6 +51,8 @@ func FuzzHTTPHandler(f *testing.F) {
 		{"GET", "/v1/status", "", "", nil},
 		{"GET", "/health?serializable", "", "", nil},
 		{"GET", "/metrics", "", "", nil},
+		{"GET", "/ui/app.js", "", "", nil},
+		{"GET", "/v1/cluster/status?pretty", "", "", nil},
 		{"PATCH", "/v1/kv/k", "", "", nil},
 		{"PUT", "/big", "", "", bytes.Repeat([]byte("x"), fuzzMaxBody+1)},
 	} {

@@ -104,6 +104,9 @@ type httpConfig struct {
 	WatchWriteTimeout time.Duration
 	Logger            *zap.Logger
 	Metrics           *metrics
+	// ClientURL is where clients reach this member, as its status reports
+	// it (main: the host of its peer URL, --port, https with TLS).
+	ClientURL string
 
 	// RequireClientCert: --client-cert-auth. The listener verifies any
 	// certificate given; the handler refuses requests without one.
@@ -119,10 +122,20 @@ func (h *clientAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.requireClientCert && route != "health" && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 		route, serve = "refused", h.certificateRequired
 	}
-	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, pretty: r.URL.Query().Has("pretty")}
 	start := time.Now()
 	serve(rec, r)
 	h.metrics.observe(route, rec.code, time.Since(start))
+	if isKeyRead(route, r.Method, rec.code) {
+		h.metrics.readsServed.Inc()
+	}
+}
+
+// isKeyRead reports a key read or listing that was answered, found or not:
+// what the dashboard's reads per second count.
+func isKeyRead(route, method string, code int) bool {
+	read := (route == "kv" || route == "v1_kv" || route == "v1_list") && (method == http.MethodGet || method == http.MethodHead)
+	return read && (code == http.StatusOK || code == http.StatusNotModified || code == http.StatusNotFound)
 }
 
 // certificateRequired refuses a client without a certificate when
@@ -155,6 +168,8 @@ func (h *clientAPI) route(r *http.Request) (string, http.HandlerFunc) {
 		return "v1_txn", h.routes.txn
 	case p == "/v1/status":
 		return "v1_status", h.routes.status
+	case p == "/v1/cluster/status":
+		return "v1_cluster_status", h.routes.clusterStatus
 	case p == "/v1/members" || strings.HasPrefix(p, "/v1/members/"):
 		return "v1_members", h.routes.members
 	case p == "/v1/leader":
@@ -167,6 +182,8 @@ func (h *clientAPI) route(r *http.Request) (string, http.HandlerFunc) {
 		return "v1_elections", h.routes.elections
 	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
 		return "v1_unknown", h.routes.unknown
+	case p == "/ui" || strings.HasPrefix(p, "/ui/"):
+		return "ui", h.routes.ui
 	default:
 		return "kv", h.routes.root
 	}
@@ -175,8 +192,8 @@ func (h *clientAPI) route(r *http.Request) (string, http.HandlerFunc) {
 // routeHandlers are the handlers route picks from, each wrapped once in
 // its method check and request timeout.
 type routeHandlers struct {
-	health, metrics, watch, list, key, txn, status, members, leader, unknown, root http.HandlerFunc
-	leases, locks, elections                                                       http.HandlerFunc
+	health, metrics, watch, list, key, txn, status, clusterStatus, members, leader, unknown, ui, root http.HandlerFunc
+	leases, locks, elections                                                                          http.HandlerFunc
 }
 
 func (h *clientAPI) buildRoutes() routeHandlers {
@@ -188,11 +205,14 @@ func (h *clientAPI) buildRoutes() routeHandlers {
 		key:     h.timed(h.v1Key),
 		txn:     h.timed(h.only(http.MethodPost, h.txn)),
 		status:  h.getOrHead(h.statusReport),
-		members: h.timed(h.membersMux().ServeHTTP),
-		leader:  h.timed(h.only(http.MethodPost, h.transferLeader)),
+		// Bounded by peerStatusTimeout, asking all members at once.
+		clusterStatus: h.getOrHead(h.clusterStatusReport),
+		members:       h.timed(h.membersMux().ServeHTTP),
+		leader:        h.timed(h.only(http.MethodPost, h.transferLeader)),
 		unknown: func(w http.ResponseWriter, r *http.Request) {
 			h.jsonFail(w, fmt.Errorf("%w: no such endpoint %s", errNotFound, r.URL.Path))
 		},
+		ui:   h.getOrHead(serveUI(uiFiles)),
 		root: h.timed(h.serveRoot),
 		// Locks and campaigns bound their own waits (httplock.go).
 		leases:    h.withLeases(h.timed(h.leasesMux().ServeHTTP)),
@@ -233,10 +253,12 @@ func (h *clientAPI) getOrHead(serve http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// statusRecorder remembers the status code written, for metrics.
+// statusRecorder remembers the status code written, for metrics, and
+// whether the request asked for indented JSON (?pretty), for writeJSON.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code   int
+	pretty bool
 }
 
 func (s *statusRecorder) WriteHeader(code int) {

@@ -119,6 +119,10 @@ func (f *fakeStore) Status() memberStatus { return memberStatus{ID: 1, Members: 
 
 func (f *fakeStore) Health(context.Context, bool) error { return f.err }
 
+func (f *fakeStore) ClusterStatus(context.Context) clusterStatus {
+	return clusterStatus{ID: 1, Members: []clusterMember{{memberInfo: memberInfo{ID: 1}, Reachable: true}}}
+}
+
 func (f *fakeStore) RemoveMember(_ context.Context, id uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

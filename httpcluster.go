@@ -16,6 +16,7 @@ import (
 //	GET    /health[?serializable]          200 {"health":"true"} or 503 with a reason
 //	GET    /metrics                        Prometheus text format
 //	GET    /v1/status                      this member's view of the cluster
+//	GET    /v1/cluster/status              every member's status (clusterstatus.go)
 //	GET    /v1/members                     the members
 //	POST   /v1/members                     {"peerURL":..,"id"?:..,"learner"?:bool} -> 201
 //	DELETE /v1/members/{id}                remove (moving leadership first if it leads)
@@ -25,6 +26,7 @@ import (
 // statusAPI is what the HTTP layer needs to report on the member.
 type statusAPI interface {
 	Status() memberStatus
+	ClusterStatus(ctx context.Context) clusterStatus
 	Health(ctx context.Context, serializable bool) error
 }
 

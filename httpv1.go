@@ -549,8 +549,29 @@ func (h *clientAPI) jsonFail(w http.ResponseWriter, err error) {
 	writeJSON(w, code, jsonError{Error: err.Error(), Code: code})
 }
 
+// writeJSON answers v as JSON: compact, or indented if the request asked
+// for ?pretty (ServeHTTP notes it in the statusRecorder under w).
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	if wantsPretty(w) {
+		enc.SetIndent("", "  ")
+	}
+	enc.Encode(v)
+}
+
+// wantsPretty finds the statusRecorder under w, however wrapped, and
+// reports whether its request asked for ?pretty.
+func wantsPretty(w http.ResponseWriter) bool {
+	for {
+		if rec, ok := w.(*statusRecorder); ok {
+			return rec.pretty
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
 }

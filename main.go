@@ -8,10 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -242,6 +245,10 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	}
 	defer ln.Close()
 
+	scheme := "http"
+	if !cfg.clientTLS.Empty() {
+		scheme = "https"
+	}
 	m, err := newMember(ctx, memberConfig{Raft: cfg.raft, KV: cfg.kvConfig(logger), HTTP: httpConfig{
 		RequestTimeout:    cfg.requestTimeout,
 		MaxRequestBytes:   cfg.maxRequestBytes,
@@ -252,6 +259,7 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		RequireClientCert: clientCertRequired(&cfg.clientTLS),
 		Logger:            logger,
 		Metrics:           cfg.raft.Metrics,
+		ClientURL:         clientURLOf(cfg.raft.Peers[cfg.raft.ID-1], scheme, cfg.port),
 	}})
 	if errors.Is(err, context.Canceled) {
 		return nil // a signal while it replayed its log
@@ -262,10 +270,6 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 	defer m.Stop()
 	rc, api := m.rc, m.api
 	srv := newHTTPServer(api, cfg.client, nil, logger)
-	scheme := "http"
-	if !cfg.clientTLS.Empty() {
-		scheme = "https"
-	}
 	srv.RegisterOnShutdown(api.closeStreams)
 	// The client server and the ready announcement run beside this
 	// goroutine, which waits for both before it returns.
@@ -296,6 +300,17 @@ func serve(ctx context.Context, cfg config, logger *zap.Logger) error {
 		runErr = err
 	}
 	return runErr
+}
+
+// clientURLOf is the client URL a member reports in its status: it listens
+// for clients on --port on every interface, so the host its peers reach it
+// at (that of its own peer URL) reaches its client port too.
+func clientURLOf(peerURL, scheme string, port int) string {
+	host := "127.0.0.1"
+	if u, err := url.Parse(peerURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // announceReady logs the line that ends start-up, once the member serves

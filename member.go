@@ -36,8 +36,9 @@ type memberNode struct {
 func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 	n := &memberNode{proposeC: make(chan proposal), confChangeC: make(chan proposal)}
 	n.kvs = newKVStore(cfg.KV, n.proposeC)
-	var admin atomic.Pointer[memberAPI] // set once the log is replayed
-	rc, err := newRaftNode(cfg.Raft, n.kvs.getSnapshot, n.proposeC, n.confChangeC, peerRoutesOf(cfg.Raft, &admin))
+	var admin atomic.Pointer[memberAPI]       // set once the log is replayed
+	var status atomic.Pointer[statusReporter] // likewise
+	rc, err := newRaftNode(cfg.Raft, n.kvs.getSnapshot, n.proposeC, n.confChangeC, peerRoutesOf(cfg.Raft, &admin, &status))
 	if err != nil {
 		return nil, err
 	}
@@ -55,17 +56,23 @@ func newMember(ctx context.Context, cfg memberConfig) (*memberNode, error) {
 	}
 	n.memberAdmin = newMemberAPI(rc.memberLink(), n.confChangeC)
 	admin.Store(n.memberAdmin)
-	n.api = newClientAPI(n.kvs, n.memberAdmin, newStatusReporter(rc, n.kvs, n.memberAdmin), cfg.HTTP)
+	reporter := newStatusReporter(rc, n.kvs, n.memberAdmin)
+	reporter.metrics, reporter.clientURL, reporter.fetchPeer = cfg.HTTP.Metrics, cfg.HTTP.ClientURL, peerStatusFetcher(rc.peerHTTP)
+	status.Store(reporter)
+	n.api = newClientAPI(n.kvs, n.memberAdmin, reporter, cfg.HTTP)
 	return n, nil
 }
 
 // peerRoutesOf is what a member serves on its peer port besides raft's
 // messages: its cluster ID, which a member started with --join asks for,
-// and membership requests other members forward to the leader, which admin
-// carries out once it is set (until then they are answered 503).
-func peerRoutesOf(cfg raftConfig, admin *atomic.Pointer[memberAPI]) peerRoutes {
+// its status, which another member's GET /v1/cluster/status asks for, and
+// membership requests other members forward to the leader, which admin
+// carries out once it is set (until then they are answered 503, as is the
+// status until status is set).
+func peerRoutesOf(cfg raftConfig, admin *atomic.Pointer[memberAPI], status *atomic.Pointer[statusReporter]) peerRoutes {
 	return func(mux *http.ServeMux, clusterID uint64) {
 		mux.Handle(clusterIDPath, serveClusterID(clusterID))
+		mux.Handle(peerStatusPath, servePeerStatus(status))
 		mux.HandleFunc(membersPath, func(w http.ResponseWriter, r *http.Request) {
 			serveForwarded(w, r, admin.Load(), cfg.ID, cfg.electionTimeout())
 		})

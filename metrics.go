@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are this member's own Prometheus metrics. They live in a registry
@@ -32,6 +33,7 @@ type metrics struct {
 	httpDuration       *prometheus.HistogramVec
 	openConnections    *prometheus.GaugeVec
 	acceptErrors       *prometheus.CounterVec
+	readsServed        prometheus.Counter
 	leasesExpired      prometheus.Counter // lease.go
 	lockWakeups        prometheus.Counter // httplock.go
 
@@ -76,6 +78,8 @@ func newMetrics() *metrics {
 			Help: "Connections open on a listener (client or peer), capped by --max-connections."}, []string{"listener"}),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "accept_errors_total",
 			Help: "Failed accepts on a listener (such as out of file descriptors); each is retried."}, []string{"listener"}),
+		readsServed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "reads_served_total",
+			Help: "Key reads and listings this member answered (found or not)."}),
 		leasesExpired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leases_expired_total",
 			Help: "Leases ended by expiry, as applied by this member."}),
 		lockWakeups: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "lock_waiter_wakeups_total",
@@ -83,7 +87,7 @@ func newMetrics() *metrics {
 	}
 	m.registry.MustRegister(m.proposalsPending, m.proposalsCommitted, m.proposalsFailed, m.applyDuration,
 		m.readIndexDuration, m.snapshotDuration, m.snapshotInProgress, m.leaderChanges, m.hasLeader, m.isLeader,
-		m.httpRequests, m.httpDuration, m.openConnections, m.acceptErrors, m.leasesExpired, m.lockWakeups)
+		m.httpRequests, m.httpDuration, m.openConnections, m.acceptErrors, m.readsServed, m.leasesExpired, m.lockWakeups)
 	m.gaugeFunc("raft_log_bytes", "Bytes of entry data in raft's in-memory log, up to the applied index (bounded by --max-log-bytes).", func() float64 {
 		if f := m.raftLogBytes.Load(); f != nil {
 			return float64((*f)())
@@ -125,4 +129,50 @@ func (m *metrics) handler() http.Handler {
 func (m *metrics) observe(route string, code int, took time.Duration) {
 	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	m.httpDuration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// counterNow reads a counter's current value (0 if it cannot be read).
+func counterNow(c prometheus.Counter) uint64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return uint64(m.GetCounter().GetValue())
+}
+
+// walFsyncMetric is the histogram etcd's WAL package registers in the
+// default registry: the duration of each WAL fsync in this process.
+const walFsyncMetric = "etcd_disk_wal_fsync_duration_seconds"
+
+// histogram is a Prometheus histogram as GET /v1/status reports it: the
+// cumulative count of observations at or below each bound (in seconds),
+// since the process started. Two of them taken apart give the distribution
+// in between, from which a client computes a recent percentile.
+type histogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+	Count  uint64    `json:"count"`
+	Sum    float64   `json:"sum"`
+}
+
+// walFsyncHistogram reads the WAL fsync histogram from the default
+// registry, or nil if there is none yet.
+func walFsyncHistogram() *histogram {
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil && len(families) == 0 {
+		return nil
+	}
+	for _, f := range families {
+		if f.GetName() != walFsyncMetric || len(f.GetMetric()) == 0 {
+			continue
+		}
+		h := f.GetMetric()[0].GetHistogram()
+		out := &histogram{Count: h.GetSampleCount(), Sum: h.GetSampleSum()}
+		for _, b := range h.GetBucket() {
+			out.Bounds = append(out.Bounds, b.GetUpperBound())
+			out.Counts = append(out.Counts, b.GetCumulativeCount())
+		}
+		return out
+	}
+	return nil
 }

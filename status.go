@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3"
 )
@@ -31,6 +32,14 @@ type memberStatus struct {
 	SnapshotBytes int64        `json:"snapshotBytes"`
 	Version       string       `json:"version"`
 	UptimeSeconds float64      `json:"uptimeSeconds"`
+
+	// For the dashboard (GET /v1/cluster/status): where this member serves
+	// clients, and cumulative counts from which a client computes rates
+	// between two polls.
+	ClientURL     string     `json:"clientURL,omitempty"`
+	WritesApplied uint64     `json:"writesApplied"` // write operations applied here, from any member
+	ReadsServed   uint64     `json:"readsServed"`   // key reads and listings this member answered
+	WALFsync      *histogram `json:"walFsync,omitempty"`
 }
 
 // statusReporter answers GET /v1/status and /health for one member, from
@@ -40,6 +49,12 @@ type statusReporter struct {
 	state      stateReporter
 	memberList memberLister
 	started    time.Time
+
+	metrics   *metrics // the member's counters (nil: reported as 0)
+	clientURL string   // httpConfig.ClientURL
+	// fetchPeer asks another member for its status, over the peer port
+	// (GET /v1/cluster/status); nil: every other member is unreachable.
+	fetchPeer func(ctx context.Context, peerURL string) (memberStatus, error)
 }
 
 // memberLister is what the status needs from the membership API.
@@ -89,7 +104,19 @@ func (s *statusReporter) Status() memberStatus {
 		SnapshotBytes: dirSize(r.snapDir),
 		Version:       memberVersion(),
 		UptimeSeconds: time.Since(s.started).Seconds(),
+		ClientURL:     s.clientURL,
+		WritesApplied: s.counter(func(m *metrics) prometheus.Counter { return m.proposalsCommitted }),
+		ReadsServed:   s.counter(func(m *metrics) prometheus.Counter { return m.readsServed }),
+		WALFsync:      walFsyncHistogram(),
 	}
+}
+
+// counter reads one of the member's counters, or 0 without metrics.
+func (s *statusReporter) counter(which func(*metrics) prometheus.Counter) uint64 {
+	if s.metrics == nil {
+		return 0
+	}
+	return counterNow(which(s.metrics))
 }
 
 // Health reports why this member cannot serve, or nil. Unless serializable,
